@@ -1,0 +1,116 @@
+"""The app factory: settings in, a FastAPI app out; the lifespan opens and closes the backends."""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+
+from fastapi import FastAPI
+
+from service import cpu
+from service.backends.base import Embedder, JudgeBackend, RetryPolicy
+from service.cache import Cache, CacheStore, MemoryStore, RedisStore
+from service.errors import install_error_handlers
+from service.metrics import Metrics
+from service.middleware import RequestGuard
+from service.ops import router as ops_router
+from service.reward.prompt import load_prompt
+from service.reward.router import router as reward_router
+from service.reward.scorer import RewardScorer
+from service.settings import Settings
+
+log = logging.getLogger("medix.app")
+
+
+def make_judge(settings: Settings) -> JudgeBackend:
+    if settings.judge_backend == "openai":
+        if not settings.judge_url:
+            raise ValueError("MEDIX_JUDGE_URL is required with MEDIX_JUDGE_BACKEND=openai")
+        from service.backends.judge_openai import OpenAIJudge
+
+        key = settings.judge_api_key.get_secret_value() if settings.judge_api_key else None
+        return OpenAIJudge(settings.judge_url, settings.judge_model, key, settings.judge_timeout_s,
+                           max_connections=settings.judge_concurrency)
+    from service.backends.judge_vllm import VLLMJudge
+
+    model_dir = settings.judge_model or str(settings.local_judge_dir)
+    return VLLMJudge(model_dir, max_model_len=settings.vllm_max_model_len,
+                     enforce_eager=settings.vllm_enforce_eager, memory_fraction=settings.vllm_memory_fraction,
+                     served_name=None if settings.judge_model else "smollm2-135m-instruct")
+
+
+def make_embedder(settings: Settings, metrics: Metrics) -> Embedder:
+    if settings.embed_backend == "openai":
+        if not settings.embed_url:
+            raise ValueError("MEDIX_EMBED_URL is required with MEDIX_EMBED_BACKEND=openai")
+        from service.backends.embed_openai import OpenAIEmbedder
+
+        key = settings.embed_api_key.get_secret_value() if settings.embed_api_key else None
+        return OpenAIEmbedder(settings.embed_url, settings.embed_model, key, settings.embed_timeout_s,
+                              max_batch=settings.embed_batch_size)
+    from service.backends.embed_st import SentenceTransformerEmbedder
+
+    return SentenceTransformerEmbedder(settings.embed_model, device=settings.embed_device,
+                                       max_batch=settings.embed_batch_size,
+                                       max_wait_s=settings.embed_max_wait_ms / 1000,
+                                       on_batch=metrics.embed_batch_size.observe)
+
+
+def make_cache(settings: Settings, metrics: Metrics) -> Cache:
+    store: CacheStore = (RedisStore(settings.redis_url, settings.redis_timeout_s) if settings.redis_url
+                         else MemoryStore(settings.cache_max_entries))
+    return Cache(store, namespace=settings.cache_namespace, ttl_s=settings.cache_ttl_s, metrics=metrics,
+                 down_s=settings.redis_down_s)
+
+
+def build_app(settings: Settings | None = None) -> FastAPI:
+    settings = settings or Settings()
+    metrics = Metrics()
+
+    @asynccontextmanager
+    async def lifespan(app: FastAPI) -> AsyncIterator[None]:
+        cores = cpu.engine_cores(settings.engine_cpus)
+        in_process = settings.judge_backend == "vllm"
+        if in_process:
+            cpu.prepare_engine_env(cores)
+        judge = make_judge(settings)
+        embedder = make_embedder(settings, metrics)
+        cache = make_cache(settings, metrics)
+        await judge.start()
+        # After the engine's processes exist, so that they keep their own cores.
+        if settings.pin_service if settings.pin_service is not None else in_process:
+            cpu.pin_service(cores)
+        await embedder.start()
+        app.state.scorer = RewardScorer(
+            judge=judge, embedder=embedder, cache=cache, metrics=metrics,
+            prompt=load_prompt(settings.judge_prompt_file),
+            judge_policy=RetryPolicy(settings.judge_retries, settings.judge_backoff_s, settings.judge_timeout_s),
+            embed_policy=RetryPolicy(settings.embed_retries, settings.judge_backoff_s, settings.embed_timeout_s),
+            judge_concurrency=settings.judge_concurrency, judge_max_tokens=settings.judge_max_tokens,
+            judge_top_logprobs=settings.judge_top_logprobs, retry_after_s=settings.retry_after_s,
+            max_answer_chars=settings.judge_max_answer_chars, default_profile=settings.default_profile,
+        )
+        log.info("ready: judge=%s (%s) embed=%s (%s) cache=%s", judge.name, judge.model_id, embedder.name,
+                 embedder.model_id, cache.store.name)
+        try:
+            yield
+        finally:
+            await embedder.close()
+            await judge.close()
+            await cache.close()
+
+    app = FastAPI(
+        title="MediX reward service",
+        version="0.1.0",
+        summary="MediX-R1 composite reward and reference-based LLM-as-judge for medical RL.",
+        lifespan=lifespan,
+    )
+    app.state.settings = settings
+    app.state.metrics = metrics
+    install_error_handlers(app, settings.retry_after_s)
+    app.add_middleware(RequestGuard, metrics=metrics, max_body_bytes=settings.max_body_bytes,
+                       max_inflight=settings.max_inflight_requests, retry_after_s=settings.retry_after_s)
+    app.include_router(reward_router)
+    app.include_router(ops_router)
+    return app

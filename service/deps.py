@@ -1,0 +1,28 @@
+"""Typed dependencies: what a route may ask for."""
+
+from __future__ import annotations
+
+from typing import Annotated
+
+from fastapi import Depends, Request
+
+from service.metrics import Metrics
+from service.reward.scorer import RewardScorer
+from service.settings import Settings
+
+
+def _scorer(request: Request) -> RewardScorer:
+    return request.app.state.scorer
+
+
+def _metrics(request: Request) -> Metrics:
+    return request.app.state.metrics
+
+
+def _settings(request: Request) -> Settings:
+    return request.app.state.settings
+
+
+ScorerDep = Annotated[RewardScorer, Depends(_scorer)]
+MetricsDep = Annotated[Metrics, Depends(_metrics)]
+SettingsDep = Annotated[Settings, Depends(_settings)]

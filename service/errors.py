@@ -1,0 +1,115 @@
+"""Error kinds, their HTTP status, and the one handler that writes the one error shape."""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Sequence
+from typing import Any
+
+from fastapi import FastAPI, Request
+from fastapi.exceptions import RequestValidationError
+from fastapi.responses import JSONResponse
+from starlette.exceptions import HTTPException as StarletteHTTPException
+
+from service.protocol import ErrorDetail, ErrorResponse
+
+log = logging.getLogger("medix.errors")
+
+
+class MedixError(Exception):
+    status = 500
+    type = "internal_error"
+
+    def __init__(self, message: str, *, param: str | None = None, retry_after: int | None = None):
+        super().__init__(message)
+        self.message = message
+        self.param = param
+        self.retry_after = retry_after
+
+
+class InvalidRequest(MedixError):
+    status = 422
+    type = "invalid_request"
+
+
+class Unauthorized(MedixError):
+    status = 401
+    type = "unauthorized"
+
+
+class PayloadTooLarge(MedixError):
+    status = 413
+    type = "payload_too_large"
+
+
+class Overloaded(MedixError):
+    status = 429
+    type = "overloaded"
+
+
+class BackendUnavailable(MedixError):
+    """A judge or embedder could not answer after its retries: never turned into a score."""
+
+    status = 503
+    type = "backend_unavailable"
+
+    def __init__(self, backend: str, message: str, *, retry_after: int | None = None):
+        super().__init__(f"{backend}: {message}", param=backend, retry_after=retry_after)
+        self.backend = backend
+
+
+def error_response(status: int, type_: str, message: str, param: str | None = None,
+                   retry_after: int | None = None) -> JSONResponse:
+    body = ErrorResponse(error=ErrorDetail(type=type_, message=message, param=param))
+    headers = {"Retry-After": str(retry_after)} if retry_after is not None else None
+    return JSONResponse(body.model_dump(), status_code=status, headers=headers)
+
+
+def loc_to_param(loc: Sequence[Any]) -> str:
+    """("body", "items", 3, "ground_truth") -> "items[3].ground_truth"."""
+    out = ""
+    for part in loc:
+        if part == "body" and not out:
+            continue
+        if isinstance(part, int):
+            out += f"[{part}]"
+        elif part in ("str", "GroundTruthObject") or "[" in str(part):
+            continue  # union-branch names pydantic adds to the location
+        else:
+            out += f".{part}" if out else str(part)
+    return out or "body"
+
+
+def _validation_message(err: dict[str, Any]) -> str:
+    msg = str(err.get("msg", "invalid value"))
+    return msg.removeprefix("Value error, ")
+
+
+def install_error_handlers(app: FastAPI, retry_after_s: int) -> None:
+    @app.exception_handler(MedixError)
+    async def _medix(_: Request, exc: MedixError) -> JSONResponse:
+        retry = exc.retry_after if exc.retry_after is not None else (
+            retry_after_s if exc.status in (429, 503) else None
+        )
+        return error_response(exc.status, exc.type, exc.message, exc.param, retry)
+
+    @app.exception_handler(RequestValidationError)
+    async def _validation(_: Request, exc: RequestValidationError) -> JSONResponse:
+        errors = exc.errors()
+        # Prefer the most specific error: the one whose location is deepest.
+        err = max(errors, key=lambda e: len(e.get("loc", ()))) if errors else {}
+        param = loc_to_param(err.get("loc", ()))
+        type_ = "invalid_json" if err.get("type") == "json_invalid" else "invalid_request"
+        message = f"{param}: {_validation_message(err)}"
+        if len(errors) > 1:
+            message += f" (and {len(errors) - 1} more)"
+        return error_response(422, type_, message, param)
+
+    @app.exception_handler(StarletteHTTPException)
+    async def _http(_: Request, exc: StarletteHTTPException) -> JSONResponse:
+        return error_response(exc.status_code, "http_error", str(exc.detail))
+
+    @app.exception_handler(Exception)
+    async def _unexpected(_: Request, exc: Exception) -> JSONResponse:
+        log.exception("unhandled error", exc_info=exc)
+        return error_response(500, "internal_error", "internal error; see the service log")

@@ -1,0 +1,93 @@
+"""Wire models shared by the routes, and the one error response."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from pydantic import BaseModel, ConfigDict, Field, field_validator
+
+from service.reward.rules import GroundTruth, Modality, parse_ground_truth
+
+
+class ErrorDetail(BaseModel):
+    type: str
+    message: str
+    param: str | None = None
+
+
+class ErrorResponse(BaseModel):
+    error: ErrorDetail
+
+
+class GroundTruthObject(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+    answer: str
+    modality: Modality | None = None
+
+
+class RewardItem(BaseModel):
+    model_config = ConfigDict(extra="ignore")
+    id: str | None = Field(None, max_length=512, description="Echoed back; defaults to the item's index.")
+    response: str = Field(description="The sampled answer, e.g. `<X_RAY><thinking>…</thinking><answer>…</answer>`.")
+    ground_truth: str | GroundTruthObject = Field(
+        description="`<TAG>answer` (e.g. `<X_RAY>Pneumonia`), a plain answer, or {answer, modality}."
+    )
+    question: str | None = Field(None, description="Optional; used by judge prompts that ask for it.")
+
+    @field_validator("ground_truth")
+    @classmethod
+    def _check_ground_truth(cls, v: str | GroundTruthObject) -> str | GroundTruthObject:
+        parse_ground_truth(v.model_dump() if isinstance(v, GroundTruthObject) else v)
+        return v
+
+    def parsed_ground_truth(self) -> GroundTruth:
+        gt = self.ground_truth
+        return parse_ground_truth(gt.model_dump() if isinstance(gt, GroundTruthObject) else gt)
+
+
+class RewardRequest(BaseModel):
+    items: list[RewardItem] = Field(min_length=1)
+    profile: str | None = Field(None, description="Reward profile; default `medix-r1`.")
+
+
+class CacheFlags(BaseModel):
+    judge: bool | None = None
+    embed: bool | None = None
+
+
+class RewardDetails(BaseModel):
+    answer: str
+    reference: str
+    decided_by: str = Field(description="`exact`, `invalid` or `backends`.")
+    judge_p_yes: float | None = None
+    judge_verdict: str | None = None
+    similarity: float | None = None
+    cache: CacheFlags = Field(default_factory=CacheFlags)
+
+
+class RewardResult(BaseModel):
+    id: str
+    overall: float
+    format: float
+    accuracy_llm: float
+    accuracy_embed: float
+    modality: float | None
+    details: RewardDetails
+
+
+class ProfileInfo(BaseModel):
+    name: str
+    weights: dict[str, float]
+    judge_model: str
+    embed_model: str
+    prompt_version: str
+
+
+class RewardResponse(BaseModel):
+    results: list[RewardResult]
+    profile: ProfileInfo
+
+
+class HealthResponse(BaseModel):
+    status: str
+    components: dict[str, Any] = Field(default_factory=dict)

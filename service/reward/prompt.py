@@ -1,0 +1,80 @@
+"""The reward judge's YES/NO prompt (our wording), replaceable from a file, and reading its verdict."""
+
+from __future__ import annotations
+
+import json
+import math
+from pathlib import Path
+
+from pydantic import BaseModel, field_validator
+
+CHOICES = ["YES", "NO"]
+
+
+class JudgePrompt(BaseModel, frozen=True):
+    version: str
+    system: str
+    user: str
+
+    @field_validator("user")
+    @classmethod
+    def _placeholders(cls, v: str) -> str:
+        for name in ("{answer}", "{reference}"):
+            if name not in v:
+                raise ValueError(f"the user template must contain {name}")
+        return v
+
+    @property
+    def uses_question(self) -> bool:
+        return "{question}" in self.user or "{question}" in self.system
+
+    def messages(self, answer: str, reference: str, question: str | None, max_chars: int) -> list[dict[str, str]]:
+        values = {"answer": answer[:max_chars], "reference": reference[:max_chars],
+                  "question": (question or "(not given)")[:max_chars]}
+        return [
+            {"role": "system", "content": self.system.format_map(values)},
+            {"role": "user", "content": self.user.format_map(values)},
+        ]
+
+
+DEFAULT_PROMPT = JudgePrompt(
+    version="medix-yesno-v1",
+    system=(
+        "You check answers to medical questions against a reference answer. Treat the candidate as correct "
+        "when it states the same finding, diagnosis, structure or value as the reference, even in other "
+        "words, with synonyms, abbreviations, or different case and word order. Treat it as wrong when it "
+        "names something else, a different side, location or number, adds a contradicting claim, or "
+        "disagrees on yes/no. Reply with one word only: YES if correct, NO if not."
+    ),
+    user="Reference answer: {reference}\nCandidate answer: {answer}\nIs the candidate answer correct? YES or NO.",
+)
+
+
+def load_prompt(path: Path | None) -> JudgePrompt:
+    if path is None:
+        return DEFAULT_PROMPT
+    return JudgePrompt.model_validate(json.loads(path.read_text()))
+
+
+def p_yes(first_token_logprobs: dict[str, float] | None, verdict: str) -> float:
+    """Probability of YES from the first token's alternatives (tokens that begin YES vs NO).
+
+    Falls back to the decoded verdict when the alternatives say nothing about either.
+    """
+    yes = no = 0.0
+    for token, lp in (first_token_logprobs or {}).items():
+        t = token.strip().upper()
+        if not t or lp is None or lp < -50:
+            continue
+        if "YES".startswith(t):
+            yes += math.exp(lp)
+        elif "NO".startswith(t):
+            no += math.exp(lp)
+    if yes + no == 0.0:
+        return 1.0 if verdict == "YES" else 0.0
+    return yes / (yes + no)
+
+
+def read_verdict(text: str) -> str | None:
+    t = text.strip().upper()
+    return t if t in CHOICES else None

@@ -1,0 +1,114 @@
+"""The one settings class. Every field is an environment variable with the prefix MEDIX_."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Literal
+
+from pydantic import Field, SecretStr, field_validator
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+
+def _default_model_dir() -> Path:
+    return Path.home() / ".cache" / "medix" / "models"
+
+
+class Settings(BaseSettings):
+    model_config = SettingsConfigDict(env_prefix="MEDIX_", env_file=None, extra="ignore")
+
+    # --- HTTP server -------------------------------------------------------------------------
+    host: str = Field("127.0.0.1", description="Address `medix-reward serve` binds to.")
+    port: int = Field(8000, description="Port `medix-reward serve` listens on.")
+    log_level: str = Field("info", description="Log level of the service and uvicorn.")
+
+    # --- Judge backend -------------------------------------------------------------------------
+    judge_backend: Literal["vllm", "openai"] = Field(
+        "vllm", description="`vllm`: in-process vLLM engine (embedded default); `openai`: an OpenAI-compatible server."
+    )
+    judge_url: str | None = Field(
+        None, description="Base URL of the OpenAI-compatible judge server, ending in /v1 (backend `openai`)."
+    )
+    judge_model: str | None = Field(
+        None,
+        description="`openai`: the served model name (asked from /v1/models when unset). "
+        "`vllm`: a local model folder (default: the folder `models prepare` builds).",
+    )
+    judge_api_key: SecretStr | None = Field(None, description="Bearer key sent to the judge server.")
+    judge_timeout_s: float = Field(30.0, gt=0, description="Timeout of one judge call, seconds.")
+    judge_retries: int = Field(2, ge=0, description="Retries after a failed judge call (connection error, 5xx).")
+    judge_backoff_s: float = Field(0.2, ge=0, description="First retry delay; doubles each retry, with jitter.")
+    judge_concurrency: int = Field(
+        128, ge=1, description="Judge calls in flight at once, across all requests (the engine batches them)."
+    )
+    judge_max_tokens: int = Field(4, ge=1, description="Token budget of a YES/NO verdict.")
+    judge_top_logprobs: int = Field(10, ge=1, le=20, description="Top logprobs asked for to compute p(YES).")
+    judge_prompt_file: Path | None = Field(
+        None, description="A JSON file {version, system, user} replacing the built-in reward judge prompt."
+    )
+    vllm_max_model_len: int = Field(2048, description="Context length of the in-process engine.")
+    vllm_enforce_eager: bool = Field(
+        True, description="Skip torch.compile in the in-process engine: starts in ~30 s instead of ~90 s."
+    )
+    vllm_memory_fraction: float = Field(
+        0.2, gt=0, le=1, description="`gpu_memory_utilization` of the in-process engine (on CPU: share of RAM)."
+    )
+    engine_cpus: str | None = Field(
+        "auto",
+        description="CPU only: cores for the judge engine, e.g. `0` or `0-3`. `auto` gives it core 0 and the "
+        "service the rest on a CPU-only host; empty disables pinning.",
+    )
+    pin_service: bool | None = Field(
+        None,
+        description="Move the service off `engine_cpus` (CPU hosts). Default: on with the in-process engine; "
+        "set it when a CPU judge server runs on the same host.",
+    )
+    judge_max_answer_chars: int = Field(4000, ge=16, description="Answers and references are cut to this "
+                                        "length in the judge prompt.")
+
+    # --- Embedding backend -----------------------------------------------------------------------
+    embed_backend: Literal["sentence-transformers", "openai"] = Field(
+        "sentence-transformers", description="In-process sentence-transformers, or an OpenAI-compatible server."
+    )
+    embed_model: str | None = Field(
+        None,
+        description="sentence-transformers model name or path (default: bundled all-MiniLM-L6-v2); "
+        "for `openai`, the served model name.",
+    )
+    embed_url: str | None = Field(None, description="Base URL of an OpenAI-compatible /v1/embeddings server.")
+    embed_api_key: SecretStr | None = Field(None, description="Bearer key sent to the embedding server.")
+    embed_device: str | None = Field(None, description="torch device for sentence-transformers (default: auto).")
+    embed_batch_size: int = Field(256, ge=1, description="Most texts in one encode call (micro-batcher).")
+    embed_max_wait_ms: float = Field(
+        2.0, ge=0, description="How long the micro-batcher waits for more texts before encoding."
+    )
+    embed_timeout_s: float = Field(30.0, gt=0, description="Timeout of one embedding call, seconds.")
+    embed_retries: int = Field(2, ge=0, description="Retries after a failed embedding call.")
+
+    # --- Cache ---------------------------------------------------------------------------------
+    redis_url: str | None = Field(None, description="Redis URL; unset gives the in-process LRU cache.")
+    redis_timeout_s: float = Field(0.25, gt=0, description="Socket timeout for Redis; past it, a miss.")
+    redis_down_s: float = Field(2.0, ge=0, description="After a Redis error, skip Redis this long.")
+    cache_namespace: str = Field("medix:v1", description="Key prefix; change it to invalidate everything.")
+    cache_ttl_s: int = Field(7 * 24 * 3600, ge=1, description="Time to live of cached verdicts and embeddings.")
+    cache_max_entries: int = Field(200_000, ge=0, description="Size of the in-process LRU (0 disables it).")
+
+    # --- Limits --------------------------------------------------------------------------------
+    max_items_per_request: int = Field(4096, ge=1, description="More items than this: 422.")
+    max_body_bytes: int = Field(32 * 1024 * 1024, ge=1024, description="Bigger request bodies: 413.")
+    max_inflight_requests: int = Field(64, ge=1, description="Scoring requests at once; past it: 429.")
+    retry_after_s: int = Field(2, ge=1, description="`Retry-After` seconds sent with 429 and 503.")
+
+    # --- Models on disk ------------------------------------------------------------------------
+    model_dir: Path = Field(
+        default_factory=_default_model_dir, description="Where `models prepare` writes the local judge model."
+    )
+    default_profile: str = Field("medix-r1", description="Reward profile used when a request names none.")
+
+    @field_validator("judge_url", "embed_url")
+    @classmethod
+    def _strip_slash(cls, v: str | None) -> str | None:
+        return v.rstrip("/") if v else v
+
+    @property
+    def local_judge_dir(self) -> Path:
+        return self.model_dir / "smollm2-135m-instruct"
