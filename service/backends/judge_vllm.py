@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import itertools
 import json
+from collections.abc import Mapping
 from typing import Any
 
 from service.backends.base import Completion, PermanentBackendError, TransientBackendError
@@ -82,7 +83,7 @@ class VLLMJudge:
         token_ids = self._tokenizer.apply_chat_template(
             messages, tokenize=True, add_generation_prompt=True, enable_thinking=False
         )
-        if isinstance(token_ids, dict):  # transformers 5 returns a BatchEncoding
+        if isinstance(token_ids, Mapping):  # transformers 5 returns a BatchEncoding
             token_ids = token_ids["input_ids"]
         if len(token_ids) + max_tokens > self._max_model_len:
             raise PermanentBackendError(
