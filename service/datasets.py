@@ -1,0 +1,83 @@
+"""Reading the shared medical QA files, and GRPO-shaped sample batches built from them (tests, bench, demos)."""
+
+from __future__ import annotations
+
+import json
+import random
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+# SLAKE's modality names -> the method's tags.
+SLAKE_MODALITY = {"CT": "CT_SCAN", "X-Ray": "X_RAY", "MRI": "MRI_SCAN"}
+
+SAMPLE_KINDS = ("exact", "paraphrase", "wrong", "malformed")
+DEFAULT_MIX = {"exact": 0.25, "paraphrase": 0.35, "wrong": 0.25, "malformed": 0.15}
+
+
+def read_jsonl(path: Path) -> Iterator[dict[str, Any]]:
+    with path.open() as f:
+        for line in f:
+            if line.strip():
+                yield json.loads(line)
+
+
+def modality_tag(row: dict[str, Any]) -> str | None:
+    raw = row.get("modality")
+    return SLAKE_MODALITY.get(raw, raw) if raw else None
+
+
+def ground_truth(row: dict[str, Any]) -> str | dict[str, Any]:
+    tag = modality_tag(row)
+    return f"<{tag}>{row['answer']}" if tag else {"answer": str(row["answer"]), "modality": None}
+
+
+def _paraphrase(answer: str, rng: random.Random) -> str:
+    forms = [answer.lower(), f"the {answer.lower()}", f"It is {answer}", f"{answer}, most likely",
+             f"Findings indicate {answer.lower()}", answer.upper()]
+    return rng.choice(forms)
+
+
+def _response(tag: str | None, answer: str, rng: random.Random, malformed: bool) -> str:
+    head = f"<{tag}>" if tag and rng.random() < 0.8 else ""
+    thinking = "The image and the question point to this answer."
+    if not malformed:
+        return f"{head}<thinking>{thinking}</thinking>\n<answer>{answer}</answer>"
+    return rng.choice([
+        f"{head}{answer}",  # no tags at all
+        f"{head}<thinking>{thinking}</thinking><answer>Answer: {answer}</answer>",  # invalid ':'
+        f"{head}<thinking>{thinking}</thinking><answer>{answer}?</answer>",  # invalid '?'
+        f"{head}<thinking>{thinking}</thinking><answer>{answer}</answer> I hope this helps",  # text after
+        f"{head}<thinking>{thinking}</thinking><answer>_</answer>",  # one character
+    ])
+
+
+def grpo_batch(rows: list[dict[str, Any]], questions: int, samples: int, seed: int = 0,
+               mix: dict[str, float] | None = None) -> list[dict[str, Any]]:
+    """`questions` x `samples` /reward items with a seeded mix of exact, paraphrased, wrong and malformed answers.
+
+    Each item carries `kind` (not part of the wire contract; the service ignores it).
+    """
+    rng = random.Random(seed)
+    mix = mix or DEFAULT_MIX
+    chosen = rng.sample(rows, questions)
+    answers = sorted({str(r["answer"]) for r in rows})
+    items = []
+    for q, row in enumerate(chosen):
+        tag, ref = modality_tag(row), str(row["answer"])
+        for s in range(samples):
+            kind = rng.choices(list(mix), weights=list(mix.values()))[0]
+            if kind == "exact":
+                ans = ref
+            elif kind == "paraphrase":
+                ans = _paraphrase(ref, rng)
+            elif kind == "wrong":
+                ans = rng.choice([a for a in answers if a.lower() != ref.lower()])
+            else:
+                ans = ref
+            items.append({
+                "id": f"{row.get('id', q)}-{s}", "kind": kind, "question": row.get("question"),
+                "response": _response(tag, ans, rng, malformed=kind == "malformed"),
+                "ground_truth": ground_truth(row),
+            })
+    return items
