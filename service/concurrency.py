@@ -6,6 +6,8 @@ import asyncio
 from collections.abc import Awaitable
 from typing import Any
 
+from service.errors import ClientDisconnected
+
 
 async def gather_or_cancel(*aws: Awaitable[Any]) -> list[Any]:
     """Like asyncio.gather, but the first failure cancels the siblings and is raised as itself."""
@@ -23,3 +25,57 @@ async def gather_or_cancel(*aws: Awaitable[Any]) -> list[Any]:
             if not t.done():
                 t.cancel()
         await asyncio.gather(*tasks, return_exceptions=True)
+
+
+class Coalescer:
+    """One computation per key shared by every concurrent caller; cancelled when its last caller leaves.
+
+    This is what lets concurrent requests (GRPO groups from several trainer workers) judge a repeated
+    (answer, reference) pair once, while a caller that goes away stops consuming backend work.
+    """
+
+    def __init__(self) -> None:
+        self._running: dict[str, list[Any]] = {}  # key -> [task, waiters]
+
+    def __len__(self) -> int:
+        return len(self._running)
+
+    async def run(self, key: str, factory: Any) -> Any:
+        entry = self._running.get(key)
+        if entry is None:
+            task = asyncio.ensure_future(factory())
+            entry = self._running[key] = [task, 0]
+            task.add_done_callback(lambda t, k=key: self._forget(k, t))
+        entry[1] += 1
+        try:
+            return await asyncio.shield(entry[0])
+        finally:
+            entry[1] -= 1
+            if entry[1] == 0 and not entry[0].done():
+                entry[0].cancel()
+
+    def _forget(self, key: str, task: asyncio.Task[Any]) -> None:
+        if self._running.get(key, [None])[0] is task:
+            del self._running[key]
+        if not task.cancelled():
+            task.exception()  # retrieved here so that an abandoned failure is not logged as lost
+
+
+async def cancel_on_disconnect(receive: Any, work: Awaitable[Any]) -> Any:
+    """Run `work` until it finishes or the HTTP client disconnects; on disconnect cancel it and raise."""
+    task = asyncio.ensure_future(work)
+
+    async def watch() -> None:
+        while (await receive())["type"] != "http.disconnect":
+            pass
+
+    watcher = asyncio.ensure_future(watch())
+    try:
+        done, _ = await asyncio.wait({task, watcher}, return_when=asyncio.FIRST_COMPLETED)
+    finally:
+        watcher.cancel()
+    if task in done:
+        return task.result()
+    task.cancel()
+    await asyncio.gather(task, return_exceptions=True)
+    raise ClientDisconnected("client disconnected; work cancelled")

@@ -47,6 +47,13 @@ class Overloaded(MedixError):
     type = "overloaded"
 
 
+class ClientDisconnected(MedixError):
+    """The client went away; its work was cancelled. Nobody reads the reply, the status is for metrics."""
+
+    status = 499
+    type = "client_closed"
+
+
 class BackendUnavailable(MedixError):
     """A judge or embedder could not answer after its retries: never turned into a score."""
 

@@ -52,11 +52,14 @@ class SentenceTransformerEmbedder:
         return {"model": self._model_name, "device": str(self._model.device)}
 
     async def _encode(self, texts: list[str]) -> np.ndarray:
+        # Concurrent requests often carry the same texts (references of one GRPO group): encode each once.
+        unique = list(dict.fromkeys(texts))
         vecs = await asyncio.to_thread(
-            self._model.encode, texts, batch_size=len(texts), normalize_embeddings=True,
+            self._model.encode, unique, batch_size=len(unique), normalize_embeddings=True,
             convert_to_numpy=True, show_progress_bar=False,
         )
-        return vecs.astype(np.float32, copy=False)
+        row = {t: i for i, t in enumerate(unique)}
+        return vecs.astype(np.float32, copy=False)[[row[t] for t in texts]]
 
     async def embed(self, texts: list[str]) -> np.ndarray:
         if self._model is None:

@@ -2,8 +2,9 @@
 
 from __future__ import annotations
 
-from fastapi import APIRouter
+from fastapi import APIRouter, Request
 
+from service.concurrency import cancel_on_disconnect
 from service.deps import ScorerDep, SettingsDep
 from service.errors import InvalidRequest
 from service.protocol import ErrorResponse, RewardRequest, RewardResponse
@@ -14,9 +15,9 @@ ERRORS = {code: {"model": ErrorResponse} for code in (401, 413, 422, 429, 503)}
 
 
 @router.post("/reward", response_model=RewardResponse, responses=ERRORS)
-async def reward(body: RewardRequest, scorer: ScorerDep, settings: SettingsDep) -> RewardResponse:
+async def reward(body: RewardRequest, request: Request, scorer: ScorerDep, settings: SettingsDep) -> RewardResponse:
     """Score a batch of sampled answers with the composite reward; results in request order."""
     if len(body.items) > settings.max_items_per_request:
         raise InvalidRequest(f"{len(body.items)} items is over the limit of {settings.max_items_per_request} "
                              "per request; split the batch", param="items")
-    return await scorer.score(body)
+    return await cancel_on_disconnect(request.receive, scorer.score(body))

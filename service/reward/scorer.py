@@ -17,7 +17,7 @@ from service.backends.base import (
     call_backend,
 )
 from service.cache import Cache
-from service.concurrency import gather_or_cancel
+from service.concurrency import Coalescer, gather_or_cancel
 from service.errors import InvalidRequest
 from service.metrics import Metrics
 from service.protocol import (
@@ -99,6 +99,7 @@ class RewardScorer:
         self._judge_policy = judge_policy
         self._embed_policy = embed_policy
         self._judge_slots = asyncio.Semaphore(judge_concurrency)
+        self._judging = Coalescer()
         self._max_tokens = judge_max_tokens
         self._top_logprobs = judge_top_logprobs
         self._retry_after = retry_after_s
@@ -182,7 +183,8 @@ class RewardScorer:
             return await call_backend("judge", attempt, self._judge_policy, self.metrics, self._retry_after)
 
     async def _judge_all(self, pairs: dict[str, Prepared]) -> dict[str, Verdict]:
-        found = await gather_or_cancel(*(self._judge_one(p) for p in pairs.values()))
+        found = await gather_or_cancel(*(self._judging.run(k, lambda p=p: self._judge_one(p))
+                                         for k, p in pairs.items()))
         return dict(zip(pairs, found, strict=True))
 
     async def _embed_all(self, texts: dict[str, str]) -> dict[str, np.ndarray]:

@@ -1,0 +1,91 @@
+import asyncio
+
+import pytest
+
+from service.concurrency import Coalescer, cancel_on_disconnect, gather_or_cancel
+from service.errors import ClientDisconnected
+
+
+async def test_concurrent_callers_share_one_run():
+    runs = []
+
+    async def work():
+        runs.append(1)
+        await asyncio.sleep(0.05)
+        return 42
+
+    c = Coalescer()
+    assert await asyncio.gather(c.run("k", work), c.run("k", work), c.run("other", work)) == [42, 42, 42]
+    assert len(runs) == 2 and len(c) == 0
+
+
+async def test_work_survives_one_caller_leaving_and_stops_when_all_leave():
+    started, finished = asyncio.Event(), []
+
+    async def work():
+        started.set()
+        await asyncio.sleep(0.1)
+        finished.append(1)
+        return "done"
+
+    c = Coalescer()
+    a = asyncio.create_task(c.run("k", work))
+    b = asyncio.create_task(c.run("k", work))
+    await started.wait()
+    a.cancel()
+    assert await b == "done" and finished == [1]
+
+    started.clear()
+    x = asyncio.create_task(c.run("k2", work))
+    await started.wait()
+    x.cancel()
+    await asyncio.sleep(0.15)
+    assert finished == [1]  # the abandoned run was cancelled, not finished
+
+
+async def test_gather_or_cancel_raises_first_failure_and_cancels_siblings():
+    cancelled = []
+
+    async def slow():
+        try:
+            await asyncio.sleep(5)
+        except asyncio.CancelledError:
+            cancelled.append(1)
+            raise
+
+    async def boom():
+        await asyncio.sleep(0.01)
+        raise ValueError("x")
+
+    with pytest.raises(ValueError):
+        await gather_or_cancel(slow(), boom())
+    assert cancelled == [1]
+
+
+async def test_cancel_on_disconnect():
+    disconnect = asyncio.Event()
+
+    async def receive():
+        await disconnect.wait()
+        return {"type": "http.disconnect"}
+
+    cancelled = []
+
+    async def work():
+        try:
+            await asyncio.sleep(5)
+        except asyncio.CancelledError:
+            cancelled.append(1)
+            raise
+
+    task = asyncio.create_task(cancel_on_disconnect(receive, work()))
+    await asyncio.sleep(0.02)
+    disconnect.set()
+    with pytest.raises(ClientDisconnected):
+        await task
+    assert cancelled == [1]
+
+    async def quick():
+        return 7
+
+    assert await cancel_on_disconnect(receive, quick()) == 7
