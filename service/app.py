@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import logging
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
@@ -12,6 +13,8 @@ from service import cpu
 from service.backends.base import Embedder, JudgeBackend, RetryPolicy
 from service.cache import Cache, CacheStore, MemoryStore, RedisStore
 from service.errors import install_error_handlers
+from service.judge.evaluator import Evaluator
+from service.judge.router import router as judge_router
 from service.metrics import Metrics
 from service.middleware import RequestGuard
 from service.ops import router as ops_router
@@ -66,10 +69,11 @@ def make_cache(settings: Settings, metrics: Metrics, store: CacheStore | None = 
 
 
 def build_app(settings: Settings | None = None, *, judge: JudgeBackend | None = None,
-              embedder: Embedder | None = None, cache_store: CacheStore | None = None) -> FastAPI:
+              embedder: Embedder | None = None, cache_store: CacheStore | None = None,
+              metrics: Metrics | None = None) -> FastAPI:
     """Build the app. Backends given here replace the ones the settings describe (tests, embedding)."""
     settings = settings or Settings()
-    metrics = Metrics()
+    metrics = metrics or Metrics()
     given_judge, given_embedder = judge, embedder
 
     @asynccontextmanager
@@ -86,6 +90,7 @@ def build_app(settings: Settings | None = None, *, judge: JudgeBackend | None = 
         if settings.pin_service if settings.pin_service is not None else in_process:
             cpu.pin_service(cores)
         await embedder.start()
+        judge_slots = asyncio.Semaphore(settings.judge_concurrency)
         app.state.scorer = RewardScorer(
             judge=judge, embedder=embedder, cache=cache, metrics=metrics,
             prompt=load_prompt(settings.judge_prompt_file),
@@ -94,6 +99,12 @@ def build_app(settings: Settings | None = None, *, judge: JudgeBackend | None = 
             judge_concurrency=settings.judge_concurrency, judge_max_tokens=settings.judge_max_tokens,
             judge_top_logprobs=settings.judge_top_logprobs, retry_after_s=settings.retry_after_s,
             max_answer_chars=settings.judge_max_answer_chars, default_profile=settings.default_profile,
+            judge_slots=judge_slots,
+        )
+        app.state.evaluator = Evaluator(
+            judge=judge, cache=cache, metrics=metrics,
+            policy=RetryPolicy(settings.judge_retries, settings.judge_backoff_s, settings.judge_timeout_s),
+            judge_slots=judge_slots, retry_after_s=settings.retry_after_s, task_rubrics=settings.judge_task_rubrics,
         )
         log.info("ready: judge=%s (%s) embed=%s (%s) cache=%s", judge.name, judge.model_id, embedder.name,
                  embedder.model_id, cache.store.name)
@@ -116,5 +127,6 @@ def build_app(settings: Settings | None = None, *, judge: JudgeBackend | None = 
     app.add_middleware(RequestGuard, metrics=metrics, max_body_bytes=settings.max_body_bytes,
                        max_inflight=settings.max_inflight_requests, retry_after_s=settings.retry_after_s)
     app.include_router(reward_router)
+    app.include_router(judge_router)
     app.include_router(ops_router)
     return app

@@ -61,8 +61,11 @@ class MemoryStore:
     async def health(self) -> dict[str, Any]:
         return {"entries": len(self._data), "max_entries": self._max}
 
-    async def close(self) -> None:
+    def clear(self) -> None:
         self._data.clear()
+
+    async def close(self) -> None:
+        self.clear()
 
 
 class RedisStore:

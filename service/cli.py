@@ -6,6 +6,7 @@ import json
 import os
 import shutil
 import sys
+from pathlib import Path
 from typing import Annotated
 
 import typer
@@ -92,6 +93,53 @@ def judge_server(
             argv = ["taskset", "-c", spec, *argv]
     typer.echo(" ".join(argv), err=True)
     os.execvpe(argv[0], argv, env)
+
+
+@app.command()
+def bench(
+    data: Annotated[Path, typer.Option(help="SLAKE-style JSONL to build the batch from.")] = Path(
+        "../shared/data/slake_en_test.jsonl"),
+    questions: Annotated[int, typer.Option(help="Questions per GRPO batch.")] = 64,
+    samples: Annotated[int, typer.Option(help="Sampled answers per question.")] = 8,
+    seed: Annotated[int, typer.Option(help="Seed of the answer mix.")] = 0,
+    judge_url: Annotated[str | None, typer.Option(help="Use this judge server instead of starting one.")] = None,
+    eager: Annotated[bool, typer.Option(help="Start the judge server in eager mode (faster start, slower run).")]
+    = False,
+    cold_repeats: Annotated[int, typer.Option(help="Cold-cache requests (cache cleared before each).")] = 3,
+    warm_repeats: Annotated[int, typer.Option(help="Warm-cache requests.")] = 20,
+    port: Annotated[int, typer.Option(help="Port of the in-process service.")] = 8765,
+    json_out: Annotated[Path | None, typer.Option("--json", help="Also write the numbers here.")] = None,
+) -> None:
+    """Baseline (one item at a time, as published) vs the service's /reward, cold and warm, same judge server."""
+    import logging
+
+    from rich.console import Console
+    from rich.table import Table
+
+    from service.bench import run_bench
+
+    logging.basicConfig(level=logging.WARNING)
+    console = Console(stderr=True)
+    r = run_bench(data=data, questions=questions, samples=samples, seed=seed, judge_url=judge_url, eager=eager,
+                  warm_repeats=warm_repeats, cold_repeats=cold_repeats, port=port, log=console.print)
+    table = Table(title=f"{r['items']} items, judge {r['judge_model']} ({r['judge_mode']}), mix {r['mix']}")
+    for col in ("run", "items/s", "x baseline", "p50 s", "p99 s", "overhead p50 ms"):
+        table.add_column(col, justify="right")
+    table.add_row("baseline (1 item at a time)", f"{r['baseline']['items_per_s']:.1f}", "1.0",
+                  f"{r['baseline']['seconds']:.2f}", "", "")
+    for name in ("cold", "warm"):
+        x = r[name]
+        table.add_row(f"service, {name} cache", f"{x['items_per_s']:.1f}", f"{x['ratio']:.1f}", f"{x['p50_s']:.3f}",
+                      f"{x['p99_s']:.3f}", f"{x['overhead_s_p50'] * 1000:.1f}")
+    Console().print(table)
+    a = r["agreement"]
+    typer.echo(f"deterministic component mismatches: {a['deterministic_mismatches']} of {r['items']}; "
+               f"judge verdict agreement {a['verdict_agreement']:.1%} on {a['judged_items']} judged items; "
+               f"max similarity difference {a['max_similarity_diff']:.2e}")
+    if json_out:
+        json_out.write_text(json.dumps(r, indent=2))
+    if a["deterministic_mismatches"]:
+        raise typer.Exit(1)
 
 
 if __name__ == "__main__":

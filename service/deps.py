@@ -6,6 +6,7 @@ from typing import Annotated
 
 from fastapi import Depends, Request
 
+from service.judge.evaluator import Evaluator
 from service.metrics import Metrics
 from service.reward.scorer import RewardScorer
 from service.settings import Settings
@@ -13,6 +14,10 @@ from service.settings import Settings
 
 def _scorer(request: Request) -> RewardScorer:
     return request.app.state.scorer
+
+
+def _evaluator(request: Request) -> Evaluator:
+    return request.app.state.evaluator
 
 
 def _metrics(request: Request) -> Metrics:
@@ -24,5 +29,6 @@ def _settings(request: Request) -> Settings:
 
 
 ScorerDep = Annotated[RewardScorer, Depends(_scorer)]
+EvaluatorDep = Annotated[Evaluator, Depends(_evaluator)]
 MetricsDep = Annotated[Metrics, Depends(_metrics)]
 SettingsDep = Annotated[Settings, Depends(_settings)]

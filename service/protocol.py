@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from typing import Any
+from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator
 
@@ -91,3 +91,54 @@ class RewardResponse(BaseModel):
 class HealthResponse(BaseModel):
     status: str
     components: dict[str, Any] = Field(default_factory=dict)
+
+
+# -- /judge ---------------------------------------------------------------------------------------------------
+class JudgeItem(BaseModel):
+    model_config = ConfigDict(extra="ignore")
+    id: str = Field(max_length=512)
+    task: str = Field(min_length=1, max_length=128)
+    question: str = ""
+    reference: str = Field(min_length=1)
+    prediction: str
+    rubric: Literal["binary", "report"] | None = Field(
+        None, description="`binary` (QA) or `report` (0-5); default from the task map, else `binary`."
+    )
+
+
+class JudgeRequest(BaseModel):
+    items: list[JudgeItem] = Field(min_length=1)
+    rounds: int = Field(3, ge=1, le=7, description="Rounds in one conversation, each re-checking the last.")
+    explain: bool = Field(False, description="Return the judge's replies.")
+
+
+class JudgeResult(BaseModel):
+    id: str
+    task: str
+    rubric: str
+    score: float | None = Field(description="Binary: majority vote. Report: mean / 5. Null when the item failed.")
+    raw_score: float | None = Field(None, description="Report: the mean on the 0-5 scale.")
+    votes: list[int]
+    replies: list[str] | None = None
+    cached: bool = False
+    error: ErrorDetail | None = None
+
+
+class TaskSummary(BaseModel):
+    n: int
+    judged: int
+    failed: int
+    score: float | None
+
+
+class JudgeSummary(BaseModel):
+    tasks: dict[str, TaskSummary]
+    overall: float | None
+    failed: int
+
+
+class JudgeResponse(BaseModel):
+    results: list[JudgeResult]
+    summary: JudgeSummary
+    judge_model: str
+    prompt_version: str

@@ -45,6 +45,10 @@ class Settings(BaseSettings):
     judge_prompt_file: Path | None = Field(
         None, description="A JSON file {version, system, user} replacing the built-in reward judge prompt."
     )
+    judge_task_rubrics: dict[str, Literal["binary", "report"]] = Field(
+        default_factory=dict,
+        description='/judge: rubric by task name for items that name none, as JSON, e.g. {"mimic_cxr": "report"}.',
+    )
     vllm_max_model_len: int = Field(2048, description="Context length of the in-process engine.")
     vllm_enforce_eager: bool = Field(
         True, description="Skip torch.compile in the in-process engine: starts in ~30 s instead of ~90 s."

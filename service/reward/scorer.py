@@ -90,7 +90,8 @@ class RewardScorer:
                  prompt: JudgePrompt, judge_policy: RetryPolicy, embed_policy: RetryPolicy,
                  judge_concurrency: int, judge_max_tokens: int, judge_top_logprobs: int,
                  retry_after_s: int, max_answer_chars: int = 4000,
-                 profiles: dict[str, Profile] | None = None, default_profile: str = "medix-r1") -> None:
+                 profiles: dict[str, Profile] | None = None, default_profile: str = "medix-r1",
+                 judge_slots: asyncio.Semaphore | None = None) -> None:
         self.judge = judge
         self.embedder = embedder
         self.cache = cache
@@ -98,7 +99,8 @@ class RewardScorer:
         self.prompt = prompt
         self._judge_policy = judge_policy
         self._embed_policy = embed_policy
-        self._judge_slots = asyncio.Semaphore(judge_concurrency)
+        # Shared with /judge so that the two routes together stay within the judge's concurrency.
+        self._judge_slots = judge_slots or asyncio.Semaphore(judge_concurrency)
         self._judging = Coalescer()
         self._max_tokens = judge_max_tokens
         self._top_logprobs = judge_top_logprobs

@@ -32,11 +32,24 @@ class FakeJudge:
         self.calls.append(messages)
         if self.fail:
             raise TransientBackendError("connection refused")
+        if json_schema is not None:
+            return Completion(self.grade(messages, json_schema))
         user = messages[-1]["content"]
         ref = user.split("Reference answer: ")[1].split("\n")[0].lower()
         ans = user.split("Candidate answer: ")[1].split("\n")[0].lower()
         yes = ans.split()[0] in ref
         return Completion("YES" if yes else "NO", {"Y": -0.1 if yes else -3.0, "NO": -3.0 if yes else -0.1})
+
+
+    def grade(self, messages, json_schema) -> str:
+        """Evaluation judge: 1 (or 5) when the prediction contains the reference, ignoring case."""
+        first = messages[1]["content"]
+        ref = first.split("Reference answer:\n")[1].split("\n\nPrediction:")[0].lower()
+        pred = first.split("Prediction:\n")[1].lower()
+        top = max(json_schema["properties"]["score"]["enum"])
+        if "garbage" in pred:
+            return "not json"
+        return '{"score": %d}' % (top if ref in pred else 0)
 
 
 class FakeEmbedder:

@@ -1,0 +1,284 @@
+"""`medix-reward bench`: the published one-item-at-a-time reward against the service, in one process and one run.
+
+Both sides use the same judge server, judge prompt and embedding model on the same GRPO-shaped batch.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import statistics
+import subprocess
+import sys
+import threading
+import time
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import httpx
+import numpy as np
+
+from service import cpu
+from service.backends.base import Completion
+from service.datasets import DEFAULT_MIX, grpo_batch, read_jsonl
+from service.metrics import Metrics
+from service.protocol import RewardRequest
+from service.reward import rules
+from service.reward.profiles import PROFILES
+from service.reward.prompt import CHOICES, DEFAULT_PROMPT, p_yes, read_verdict
+from service.reward.scorer import prepare
+from service.settings import Settings
+
+PROFILE = PROFILES["medix-r1"]
+
+
+@dataclass
+class BusyClock:
+    """Wall time during which at least one backend call was in flight."""
+
+    active: int = 0
+    since: float = 0.0
+    busy: float = 0.0
+
+    async def timed(self, fn: Callable[[], Awaitable[Any]]) -> Any:
+        if self.active == 0:
+            self.since = time.perf_counter()
+        self.active += 1
+        try:
+            return await fn()
+        finally:
+            self.active -= 1
+            if self.active == 0:
+                self.busy += time.perf_counter() - self.since
+
+
+@dataclass
+class TimedJudge:
+    inner: Any
+    clock: BusyClock
+    name: str = "timed"
+
+    @property
+    def model_id(self) -> str:
+        return self.inner.model_id
+
+    async def start(self) -> None:
+        await self.inner.start()
+
+    async def close(self) -> None:
+        await self.inner.close()
+
+    async def health(self) -> dict[str, Any]:
+        return await self.inner.health()
+
+    async def complete(self, messages: list[dict[str, str]], **kw: Any) -> Completion:
+        return await self.clock.timed(lambda: self.inner.complete(messages, **kw))
+
+
+@dataclass
+class TimedEmbedder:
+    inner: Any
+    clock: BusyClock
+    name: str = "timed"
+
+    @property
+    def model_id(self) -> str:
+        return self.inner.model_id
+
+    async def start(self) -> None:
+        await self.inner.start()
+
+    async def close(self) -> None:
+        await self.inner.close()
+
+    async def health(self) -> dict[str, Any]:
+        return await self.inner.health()
+
+    async def embed(self, texts: list[str]) -> np.ndarray:
+        return await self.clock.timed(lambda: self.inner.embed(texts))
+
+
+@dataclass
+class Outcome:
+    seconds: list[float] = field(default_factory=list)
+    results: list[dict[str, Any]] = field(default_factory=list)
+    overhead_s: list[float] = field(default_factory=list)
+
+
+# -- the baseline: the published semantics, one item at a time -------------------------------------------
+async def baseline(items: list[dict[str, Any]], judge_url: str, model: str, encoder: Any) -> Outcome:
+    """One chat completion and one two-text encode per item that needs the backends; no cache, no batching."""
+    parsed = RewardRequest.model_validate({"items": items}).items
+    out = Outcome()
+    async with httpx.AsyncClient(base_url=judge_url, timeout=60) as client:
+        start = time.perf_counter()
+        for i, item in enumerate(parsed):
+            p = prepare(i, item, PROFILE)
+            verdict = sim = None
+            if p.decided_by == "backends":
+                body = {"model": model, "temperature": 0, "max_tokens": 4, "logprobs": True, "top_logprobs": 10,
+                        "messages": DEFAULT_PROMPT.messages(p.answer, p.reference, p.question, 4000),
+                        "structured_outputs": {"choice": CHOICES}, "chat_template_kwargs": {"enable_thinking": False}}
+                resp = (await client.post("/chat/completions", json=body)).json()["choices"][0]
+                verdict = read_verdict(resp["message"]["content"]) or "NO"
+                top = {t["token"]: t["logprob"] for t in resp["logprobs"]["content"][0]["top_logprobs"]}
+                vecs = encoder.encode([p.answer, p.reference], normalize_embeddings=True, show_progress_bar=False)
+                sim = float(np.dot(vecs[0], vecs[1]))
+                acc_llm, acc_embed = float(verdict == "YES"), float(sim >= PROFILE.embed_threshold)
+                p_y = p_yes(top, verdict)
+            else:
+                acc_llm = acc_embed = 1.0 if p.decided_by == "exact" else 0.0
+                p_y = None
+            overall = rules.compose(format_=p.format, accuracy_llm=acc_llm, accuracy_embed=acc_embed,
+                                    modality=p.modality, weights=PROFILE.weights,
+                                    content_weight=PROFILE.content_weight, format_weight=PROFILE.format_weight)
+            out.results.append({"format": p.format, "modality": p.modality, "accuracy_llm": acc_llm,
+                                "accuracy_embed": acc_embed, "overall": overall, "decided_by": p.decided_by,
+                                "verdict": verdict, "p_yes": p_y, "similarity": sim})
+        out.seconds.append(time.perf_counter() - start)
+    return out
+
+
+# -- the service, in this process on a real port -----------------------------------------------------------
+class ServiceThread:
+    def __init__(self, app: Any, port: int) -> None:
+        import uvicorn
+
+        self.server = uvicorn.Server(uvicorn.Config(app, host="127.0.0.1", port=port, log_level="warning"))
+        self.thread = threading.Thread(target=self.server.run, daemon=True)
+        self.url = f"http://127.0.0.1:{port}"
+
+    def __enter__(self) -> ServiceThread:
+        self.thread.start()
+        deadline = time.monotonic() + 300
+        while time.monotonic() < deadline:
+            try:
+                if httpx.get(f"{self.url}/readyz", timeout=5).status_code == 200:
+                    return self
+            except httpx.HTTPError:
+                pass
+            time.sleep(0.2)
+        raise RuntimeError("the service did not become ready")
+
+    def __exit__(self, *exc: object) -> None:
+        self.server.should_exit = True
+        self.thread.join(30)
+
+
+async def service_run(url: str, items: list[dict[str, Any]], repeats: int, clock: BusyClock,
+                      clear_cache: Callable[[], None] | None) -> Outcome:
+    out = Outcome()
+    async with httpx.AsyncClient(base_url=url, timeout=600) as client:
+        for _ in range(repeats):
+            if clear_cache:
+                clear_cache()
+            busy0 = clock.busy
+            start = time.perf_counter()
+            resp = await client.post("/reward", json={"items": items})
+            elapsed = time.perf_counter() - start
+            resp.raise_for_status()
+            out.seconds.append(elapsed)
+            out.overhead_s.append(elapsed - (clock.busy - busy0))
+            out.results = resp.json()["results"]
+    return out
+
+
+def _pct(values: list[float], q: float) -> float:
+    return float(np.percentile(np.asarray(values), q)) if values else float("nan")
+
+
+def compare(base: list[dict[str, Any]], svc: list[dict[str, Any]]) -> dict[str, Any]:
+    det_mismatch = 0
+    judged = agree = 0
+    sim_diff = 0.0
+    for b, s in zip(base, svc, strict=True):
+        same = b["format"] == s["format"] and b["modality"] == s["modality"]
+        if b["decided_by"] != "backends":
+            same = same and b["accuracy_llm"] == s["accuracy_llm"] and b["accuracy_embed"] == s["accuracy_embed"]
+            same = same and b["decided_by"] == s["details"]["decided_by"]
+        else:
+            judged += 1
+            agree += b["verdict"] == s["details"]["judge_verdict"]
+            sim_diff = max(sim_diff, abs(b["similarity"] - s["details"]["similarity"]))
+        det_mismatch += not same
+    return {"deterministic_mismatches": det_mismatch, "judged_items": judged,
+            "verdict_agreement": agree / judged if judged else 1.0, "max_similarity_diff": sim_diff}
+
+
+def start_judge_server(port: int, eager: bool, log: Path) -> subprocess.Popen[bytes]:
+    argv = [sys.executable, "-m", "service.cli", "judge-server", "--port", str(port)] + (["--eager"] if eager else [])
+    return subprocess.Popen(argv, stdout=log.open("wb"), stderr=subprocess.STDOUT, start_new_session=True)
+
+
+def wait_judge(url: str, proc: subprocess.Popen[bytes] | None, timeout: float = 600) -> str:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if proc is not None and proc.poll() is not None:
+            raise RuntimeError("the judge server exited during start-up")
+        try:
+            r = httpx.get(f"{url}/models", timeout=3)
+            if r.status_code == 200:
+                return str(r.json()["data"][0]["id"])
+        except httpx.HTTPError:
+            pass
+        time.sleep(1)
+    raise RuntimeError(f"no judge server at {url}")
+
+
+def run_bench(*, data: Path, questions: int, samples: int, seed: int, judge_url: str | None, eager: bool,
+              warm_repeats: int, cold_repeats: int, port: int, log: Callable[[str], None]) -> dict[str, Any]:
+    from sentence_transformers import SentenceTransformer
+
+    from service.app import build_app, make_embedder, make_judge
+    from service.backends.embed_st import bundled_model_path
+
+    rows = list(read_jsonl(data))
+    items = grpo_batch(rows, questions, samples, seed=seed)
+    kinds = {k: sum(i["kind"] == k for i in items) for k in DEFAULT_MIX}
+    judge_proc = None
+    if judge_url is None:
+        jport = port + 100
+        judge_url = f"http://127.0.0.1:{jport}/v1"
+        log(f"starting the judge server ({'eager' if eager else 'compiled'}) on core 0 ...")
+        judge_proc = start_judge_server(jport, eager, Path(os.environ.get("TMPDIR", "/tmp")) / "medix-bench-judge.log")
+    try:
+        model = wait_judge(judge_url, judge_proc)
+        cpu.pin_service(cpu.engine_cores("auto"))
+        settings = Settings(judge_backend="openai", judge_url=judge_url, judge_model=model, engine_cpus="",
+                            pin_service=False, max_items_per_request=max(4096, len(items)))
+        clock = BusyClock()
+        judge = TimedJudge(make_judge(settings), clock)
+        metrics = Metrics()
+        embedder = TimedEmbedder(make_embedder(settings, metrics), clock)
+        app = build_app(settings, judge=judge, embedder=embedder, metrics=metrics)
+        encoder = SentenceTransformer(bundled_model_path())
+        log(f"batch: {questions} questions x {samples} samples = {len(items)} items; mix {kinds}")
+        # Warm the judge server's compiled paths and the encoders once, outside the clocks.
+        asyncio.run(baseline(items[:8], judge_url, model, encoder))
+        log("baseline: one item at a time ...")
+        base = asyncio.run(baseline(items, judge_url, model, encoder))
+        with ServiceThread(app, port) as svc:
+            store = app.state.scorer.cache.store
+            log("service: cold cache ...")
+            cold = asyncio.run(service_run(svc.url, items, cold_repeats, clock, store.clear))
+            log("service: warm cache ...")
+            warm = asyncio.run(service_run(svc.url, items, warm_repeats, clock, None))
+    finally:
+        if judge_proc is not None:
+            judge_proc.terminate()
+            judge_proc.wait(30)
+    n = len(items)
+    base_ips = n / base.seconds[0]
+    cold_ips = n / statistics.median(cold.seconds)
+    warm_ips = n / statistics.median(warm.seconds)
+    return {
+        "items": n, "mix": kinds, "judge_model": model, "judge_mode": "eager" if eager else "compiled",
+        "baseline": {"items_per_s": base_ips, "seconds": base.seconds[0]},
+        "cold": {"items_per_s": cold_ips, "ratio": cold_ips / base_ips, "p50_s": _pct(cold.seconds, 50),
+                 "p99_s": _pct(cold.seconds, 99), "overhead_s_p50": _pct(cold.overhead_s, 50)},
+        "warm": {"items_per_s": warm_ips, "ratio": warm_ips / base_ips, "p50_s": _pct(warm.seconds, 50),
+                 "p99_s": _pct(warm.seconds, 99), "overhead_s_p50": _pct(warm.overhead_s, 50)},
+        "agreement": compare(base.results, cold.results),
+    }

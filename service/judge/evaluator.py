@@ -1,0 +1,132 @@
+"""Evaluating a /judge batch: strip reasoning -> dedup -> one cache round trip -> rounds concurrently -> summary."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+from dataclasses import dataclass
+
+from service.backends.base import JudgeBackend, RetryPolicy, call_backend
+from service.cache import Cache
+from service.concurrency import Coalescer, gather_or_cancel
+from service.judge import prompts, rubric
+from service.judge.prompts import Rubric
+from service.metrics import Metrics
+from service.protocol import ErrorDetail, JudgeItem, JudgeRequest, JudgeResponse, JudgeResult, JudgeSummary
+
+
+class UnparseableReply(Exception):
+    def __init__(self, round_: int, reply: str) -> None:
+        super().__init__(f"round {round_ + 1}: the judge's reply did not parse after retries: {reply[:120]!r}")
+
+
+@dataclass(frozen=True, slots=True)
+class Case:
+    """What is judged: the item with reasoning stripped and its rubric settled."""
+
+    rubric: Rubric
+    question: str
+    reference: str
+    prediction: str
+
+
+@dataclass(frozen=True, slots=True)
+class Judged:
+    votes: list[int]
+    replies: list[str]
+
+    def encode(self) -> bytes:
+        return json.dumps({"votes": self.votes, "replies": self.replies}).encode()
+
+    @classmethod
+    def decode(cls, raw: bytes) -> Judged:
+        d = json.loads(raw)
+        return cls(list(d["votes"]), list(d["replies"]))
+
+
+class Evaluator:
+    def __init__(self, *, judge: JudgeBackend, cache: Cache, metrics: Metrics, policy: RetryPolicy,
+                 judge_slots: asyncio.Semaphore, retry_after_s: int, task_rubrics: dict[str, Rubric],
+                 max_tokens: int = 24, parse_retries: int = 1, max_chars: int = 8000) -> None:
+        self.judge = judge
+        self.cache = cache
+        self.metrics = metrics
+        self._policy = policy
+        self._slots = judge_slots
+        self._retry_after = retry_after_s
+        self._task_rubrics = task_rubrics
+        self._max_tokens = max_tokens
+        self._parse_retries = parse_retries
+        self._max_chars = max_chars
+        self._running = Coalescer()
+
+    def case(self, item: JudgeItem) -> Case:
+        chosen: Rubric = item.rubric or self._task_rubrics.get(item.task, "binary")
+        m = self._max_chars
+        return Case(chosen, item.question[:m], item.reference[:m], rubric.strip_reasoning(item.prediction)[:m])
+
+    def key(self, case: Case, rounds: int) -> str:
+        return self.cache.key("eval", self.judge.model_id, prompts.PROMPT_VERSION, case.rubric, str(rounds),
+                              case.question, case.reference, case.prediction)
+
+    async def evaluate(self, request: JudgeRequest) -> JudgeResponse:
+        self.metrics.items.labels("/judge").inc(len(request.items))
+        cases = [self.case(it) for it in request.items]
+        keys = [self.key(c, request.rounds) for c in cases]
+        distinct = dict(zip(keys, cases, strict=True))
+
+        cached_raw = (await self.cache.lookup({"judge": list(distinct)}))["judge"]
+        done: dict[str, Judged | UnparseableReply] = {
+            k: Judged.decode(v) for k, v in zip(distinct, cached_raw, strict=True) if v is not None}
+        hits = set(done)
+        todo = {k: c for k, c in distinct.items() if k not in done}
+        outcomes = await gather_or_cancel(*(self._running.run(k, lambda c=c: self._judge_case(c, request.rounds))
+                                            for k, c in todo.items()))
+        done.update(zip(todo, outcomes, strict=True))
+        await self.cache.store_many({k: v.encode() for k, v in done.items()
+                                     if k in todo and isinstance(v, Judged)})
+
+        results = []
+        for i, (item, case, key) in enumerate(zip(request.items, cases, keys, strict=True)):
+            out = done[key]
+            if isinstance(out, UnparseableReply):
+                results.append(JudgeResult(id=item.id, task=item.task, rubric=case.rubric, score=None, votes=[],
+                                           error=ErrorDetail(type="unparseable_reply", message=str(out),
+                                                             param=f"items[{i}]")))
+                continue
+            score, raw = rubric.aggregate(out.votes, case.rubric)
+            results.append(JudgeResult(
+                id=item.id, task=item.task, rubric=case.rubric, score=score,
+                raw_score=raw if case.rubric == "report" else None, votes=out.votes,
+                replies=out.replies if request.explain else None, cached=key in hits))
+        summary = rubric.summarise(r.model_dump() for r in results)
+        return JudgeResponse(results=results, summary=JudgeSummary.model_validate(summary),
+                             judge_model=self.judge.model_id, prompt_version=prompts.PROMPT_VERSION)
+
+    async def _judge_case(self, case: Case, rounds: int) -> Judged | UnparseableReply:
+        """All rounds of one conversation; a reply that never parses fails this item only."""
+        messages = prompts.first_messages(case.rubric, case.question, case.reference, case.prediction)
+        schema = prompts.schema(case.rubric)
+        votes: list[int] = []
+        replies: list[str] = []
+        for r in range(rounds):
+            text, score = "", None
+            for attempt in range(self._parse_retries + 1):
+                budget = self._max_tokens * (2 ** attempt)
+
+                async def ask(msgs: list[dict[str, str]] = messages, budget: int = budget) -> str:
+                    async with self._slots:
+                        out = await self.judge.complete(msgs, max_tokens=budget, json_schema=schema)
+                    return out.text
+
+                text = await call_backend("judge", ask, self._policy, self.metrics, self._retry_after)
+                score = rubric.parse_score(text, case.rubric)
+                if score is not None:
+                    break
+            if score is None:
+                return UnparseableReply(r, text)
+            votes.append(score)
+            replies.append(text)
+            messages = [*messages, {"role": "assistant", "content": text},
+                        {"role": "user", "content": prompts.RECHECK}]
+        return Judged(votes, replies)

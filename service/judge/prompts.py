@@ -1,0 +1,41 @@
+"""Prompts of the reference-based evaluation judge (our wording) and the JSON each reply must follow."""
+
+from __future__ import annotations
+
+from typing import Any, Literal
+
+Rubric = Literal["binary", "report"]
+PROMPT_VERSION = "medix-eval-v1"
+
+SYSTEM = {
+    "binary": (
+        "You grade a model's answer to a medical question against the reference answer. Score 1 when the "
+        "prediction states the reference answer, or names the correct option, possibly in other words; score 0 "
+        "when it states something else, hedges between several answers, or gives no answer. Reply only with "
+        'JSON: {"score": 0} or {"score": 1}.'
+    ),
+    "report": (
+        "You grade a generated medical report or summary against the reference for clinical accuracy on a 0-5 "
+        "scale: 5 all key findings correct and nothing wrong added; 4 minor omissions; 3 some key findings "
+        "missing or one clinically relevant error; 2 several errors or omissions; 1 mostly wrong; 0 unrelated "
+        'or empty. Reply only with JSON: {"score": N} with N from 0 to 5.'
+    ),
+}
+
+USER = "Question:\n{question}\n\nReference answer:\n{reference}\n\nPrediction:\n{prediction}"
+RECHECK = (
+    "Check your judgement again: compare the prediction with the reference once more and correct your score "
+    "if it was wrong. Reply only with the JSON."
+)
+
+
+def schema(rubric: Rubric) -> dict[str, Any]:
+    values = [0, 1] if rubric == "binary" else [0, 1, 2, 3, 4, 5]
+    return {"type": "object", "properties": {"score": {"type": "integer", "enum": values}},
+            "required": ["score"], "additionalProperties": False}
+
+
+def first_messages(rubric: Rubric, question: str, reference: str, prediction: str) -> list[dict[str, str]]:
+    return [{"role": "system", "content": SYSTEM[rubric]},
+            {"role": "user", "content": USER.format(question=question or "(not given)", reference=reference,
+                                                    prediction=prediction or "(empty)")}]

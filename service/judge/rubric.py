@@ -1,0 +1,65 @@
+"""Pure functions of the evaluation judge: reasoning stripping, reply parsing, voting, summaries."""
+
+from __future__ import annotations
+
+import json
+import re
+from collections import defaultdict
+from collections.abc import Iterable
+from typing import Any
+
+from service.judge.prompts import Rubric
+
+_REASONING_END = re.compile(r"</think(?:ing)?>", re.IGNORECASE)
+_JSON_OBJECT = re.compile(r"\{.*?\}", re.DOTALL)
+
+
+def strip_reasoning(prediction: str) -> str:
+    """Keep only the text after the last </think> or </thinking>, if there is one."""
+    parts = _REASONING_END.split(prediction)
+    return parts[-1].strip()
+
+
+def parse_score(reply: str, rubric: Rubric) -> int | None:
+    """The integer `score` of the first JSON object in the reply, if it is in the rubric's range."""
+    for candidate in [reply.strip(), *_JSON_OBJECT.findall(reply)]:
+        try:
+            value = json.loads(candidate)
+        except ValueError:
+            continue
+        if isinstance(value, dict) and isinstance(value.get("score"), int) and not isinstance(value["score"], bool):
+            score = value["score"]
+            top = 1 if rubric == "binary" else 5
+            return score if 0 <= score <= top else None
+    return None
+
+
+def aggregate(votes: list[int], rubric: Rubric) -> tuple[float, float]:
+    """(score, raw): binary -> majority (1 when more than half the rounds say 1); report -> mean / 5 and mean."""
+    if not votes:
+        raise ValueError("no votes")
+    if rubric == "binary":
+        s = 1.0 if 2 * sum(votes) > len(votes) else 0.0
+        return s, s
+    mean = sum(votes) / len(votes)
+    return mean / 5.0, mean
+
+
+def summarise(results: Iterable[dict[str, Any]]) -> dict[str, Any]:
+    """Per task n, mean score over judged items and failed count; overall = mean over tasks with a score."""
+    per: dict[str, list[float]] = defaultdict(list)
+    failed: dict[str, int] = defaultdict(int)
+    for r in results:
+        if r.get("score") is None:
+            failed[r["task"]] += 1
+            per.setdefault(r["task"], [])
+        else:
+            per[r["task"]].append(float(r["score"]))
+    tasks = {
+        t: {"n": len(v) + failed[t], "judged": len(v), "failed": failed[t],
+            "score": sum(v) / len(v) if v else None}
+        for t, v in sorted(per.items())
+    }
+    scored = [t["score"] for t in tasks.values() if t["score"] is not None]
+    return {"tasks": tasks, "overall": sum(scored) / len(scored) if scored else None,
+            "failed": sum(failed.values())}

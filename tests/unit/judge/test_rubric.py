@@ -1,0 +1,40 @@
+import pytest
+
+from service.judge import rubric
+
+
+@pytest.mark.parametrize(
+    ("prediction", "kept"),
+    [("<think>hmm</think> Answer B", "Answer B"), ("<thinking>a</thinking>x<thinking>b</thinking> final", "final"),
+     ("no reasoning", "no reasoning"), ("<THINK>x</THINK>y", "y"), ("<think>unfinished", "<think>unfinished")],
+)
+def test_strip_reasoning_keeps_text_after_the_last_close(prediction, kept):
+    assert rubric.strip_reasoning(prediction) == kept
+
+
+@pytest.mark.parametrize(
+    ("reply", "kind", "score"),
+    [('{"score": 1}', "binary", 1), (' {"score":0} ', "binary", 0), ('Sure. {"score": 1} done', "binary", 1),
+     ('{"score": 2}', "binary", None), ('{"score": 4}', "report", 4), ('{"score": 6}', "report", None),
+     ('{"score": true}', "binary", None), ('{"score": "1"}', "binary", None), ("YES", "binary", None),
+     ("", "report", None)],
+)
+def test_parse_score(reply, kind, score):
+    assert rubric.parse_score(reply, kind) == score
+
+
+def test_binary_majority_and_report_mean():
+    assert rubric.aggregate([1, 1, 0], "binary") == (1.0, 1.0)
+    assert rubric.aggregate([1, 0, 0], "binary") == (0.0, 0.0)
+    assert rubric.aggregate([1, 0], "binary") == (0.0, 0.0)  # a tie is not a majority
+    assert rubric.aggregate([4, 5, 3], "report") == (pytest.approx(0.8), pytest.approx(4.0))
+
+
+def test_summary_arithmetic_counts_failures_apart():
+    s = rubric.summarise([
+        {"task": "a", "score": 1.0}, {"task": "a", "score": 0.0}, {"task": "a", "score": None},
+        {"task": "b", "score": 1.0}, {"task": "c", "score": None},
+    ])
+    assert s["tasks"]["a"] == {"n": 3, "judged": 2, "failed": 1, "score": 0.5}
+    assert s["tasks"]["c"] == {"n": 1, "judged": 0, "failed": 1, "score": None}
+    assert s["overall"] == pytest.approx(0.75) and s["failed"] == 2
