@@ -1,0 +1,191 @@
+"""Python client of the MediX reward service, sync and async, over pooled httpx.
+
+Retries 429 and 503 (honouring Retry-After) and connection errors; splits big batches into the
+server's per-request limit; raises MedixError with what the server said. A judge outage reaches the
+caller as MedixUnavailable, never as a reward of 0.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import random
+import time
+from collections.abc import Iterator, Sequence
+from typing import Any
+
+import httpx
+from pydantic import BaseModel, ConfigDict, SecretStr
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+DEFAULT_URL = "http://127.0.0.1:8000"
+RETRY_STATUSES = {429, 502, 503, 504}
+
+
+class ClientSettings(BaseSettings):
+    """Where trainers and CI jobs find the service: MEDIX_URL and MEDIX_API_KEY."""
+
+    model_config = SettingsConfigDict(env_prefix="MEDIX_", extra="ignore")
+    url: str = DEFAULT_URL
+    api_key: SecretStr | None = None
+
+
+class MedixError(Exception):
+    def __init__(self, status: int, type_: str, message: str, param: str | None = None,
+                 retry_after: float | None = None) -> None:
+        super().__init__(f"{status} {type_}: {message}" + (f" (param {param})" if param else ""))
+        self.status, self.type, self.message, self.param, self.retry_after = status, type_, message, param, retry_after
+
+
+class MedixUnavailable(MedixError):
+    """The service or one of its backends could not answer after the client's retries."""
+
+
+class RewardScore(BaseModel):
+    model_config = ConfigDict(extra="allow")
+    id: str
+    overall: float
+    format: float
+    accuracy_llm: float
+    accuracy_embed: float
+    modality: float | None
+    details: dict[str, Any] = {}
+
+
+class JudgeScore(BaseModel):
+    model_config = ConfigDict(extra="allow")
+    id: str
+    task: str
+    rubric: str
+    score: float | None
+    votes: list[int] = []
+    raw_score: float | None = None
+    error: dict[str, Any] | None = None
+
+
+def _chunks(items: Sequence[Any], size: int) -> Iterator[Sequence[Any]]:
+    for i in range(0, len(items), size):
+        yield items[i:i + size]
+
+
+def _retry_after(resp: httpx.Response | None, attempt: int, backoff: float) -> float:
+    if resp is not None:
+        try:
+            return min(60.0, float(resp.headers.get("retry-after", "")))
+        except ValueError:
+            pass
+    return min(30.0, backoff * (2 ** attempt)) * (0.5 + random.random())
+
+
+def _error(resp: httpx.Response) -> MedixError:
+    try:
+        e = resp.json()["error"]
+        type_, message, param = e.get("type", "error"), e.get("message", resp.text), e.get("param")
+    except (ValueError, KeyError, TypeError):
+        type_, message, param = "http_error", resp.text[:300], None
+    ra = resp.headers.get("retry-after")
+    cls = MedixUnavailable if resp.status_code in RETRY_STATUSES else MedixError
+    return cls(resp.status_code, type_, message, param, float(ra) if ra and ra.isdigit() else None)
+
+
+class _Base:
+    def __init__(self, base_url: str | None, api_key: str | None, timeout: float, retries: int, backoff: float,
+                 max_items: int) -> None:
+        env = ClientSettings()
+        self.base_url = (base_url or env.url).rstrip("/")
+        key = api_key or (env.api_key.get_secret_value() if env.api_key else None)
+        self.headers = {"Authorization": f"Bearer {key}"} if key else {}
+        self.timeout = timeout
+        self.retries = retries
+        self.backoff = backoff
+        self.max_items = max_items
+
+
+class MedixClient(_Base):
+    def __init__(self, base_url: str | None = None, api_key: str | None = None, *, timeout: float = 600,
+                 retries: int = 5, backoff: float = 0.5, max_items: int = 1024) -> None:
+        super().__init__(base_url, api_key, timeout, retries, backoff, max_items)
+        self._http = httpx.Client(base_url=self.base_url, headers=self.headers, timeout=timeout)
+
+    def __enter__(self) -> MedixClient:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    def close(self) -> None:
+        self._http.close()
+
+    def _post(self, path: str, body: dict[str, Any]) -> dict[str, Any]:
+        resp: httpx.Response | None = None
+        for attempt in range(self.retries + 1):
+            try:
+                resp = self._http.post(path, json=body)
+            except httpx.TransportError as exc:
+                if attempt == self.retries:
+                    raise MedixUnavailable(0, "connection_error", repr(exc)) from exc
+                time.sleep(_retry_after(None, attempt, self.backoff))
+                continue
+            if resp.status_code < 400:
+                return resp.json()
+            if resp.status_code not in RETRY_STATUSES or attempt == self.retries:
+                raise _error(resp)
+            time.sleep(_retry_after(resp, attempt, self.backoff))
+        raise AssertionError("unreachable")
+
+    def reward(self, items: Sequence[dict[str, Any]], profile: str | None = None) -> list[RewardScore]:
+        out: list[RewardScore] = []
+        for chunk in _chunks(items, self.max_items):
+            body = self._post("/reward", {"items": list(chunk), "profile": profile})
+            out.extend(RewardScore.model_validate(r) for r in body["results"])
+        return out
+
+    def judge(self, items: Sequence[dict[str, Any]], rounds: int = 3, explain: bool = False) -> list[JudgeScore]:
+        out: list[JudgeScore] = []
+        for chunk in _chunks(items, self.max_items):
+            body = self._post("/judge", {"items": list(chunk), "rounds": rounds, "explain": explain})
+            out.extend(JudgeScore.model_validate(r) for r in body["results"])
+        return out
+
+
+class AsyncMedixClient(_Base):
+    def __init__(self, base_url: str | None = None, api_key: str | None = None, *, timeout: float = 600,
+                 retries: int = 5, backoff: float = 0.5, max_items: int = 1024) -> None:
+        super().__init__(base_url, api_key, timeout, retries, backoff, max_items)
+        self._http = httpx.AsyncClient(base_url=self.base_url, headers=self.headers, timeout=timeout)
+
+    async def __aenter__(self) -> AsyncMedixClient:
+        return self
+
+    async def __aexit__(self, *exc: object) -> None:
+        await self.aclose()
+
+    async def aclose(self) -> None:
+        await self._http.aclose()
+
+    async def _post(self, path: str, body: dict[str, Any]) -> dict[str, Any]:
+        resp: httpx.Response | None = None
+        for attempt in range(self.retries + 1):
+            try:
+                resp = await self._http.post(path, json=body)
+            except httpx.TransportError as exc:
+                if attempt == self.retries:
+                    raise MedixUnavailable(0, "connection_error", repr(exc)) from exc
+                await asyncio.sleep(_retry_after(None, attempt, self.backoff))
+                continue
+            if resp.status_code < 400:
+                return resp.json()
+            if resp.status_code not in RETRY_STATUSES or attempt == self.retries:
+                raise _error(resp)
+            await asyncio.sleep(_retry_after(resp, attempt, self.backoff))
+        raise AssertionError("unreachable")
+
+    async def reward(self, items: Sequence[dict[str, Any]], profile: str | None = None) -> list[RewardScore]:
+        parts = await asyncio.gather(*(self._post("/reward", {"items": list(c), "profile": profile})
+                                       for c in _chunks(items, self.max_items)))
+        return [RewardScore.model_validate(r) for p in parts for r in p["results"]]
+
+    async def judge(self, items: Sequence[dict[str, Any]], rounds: int = 3,
+                    explain: bool = False) -> list[JudgeScore]:
+        parts = await asyncio.gather(*(self._post("/judge", {"items": list(c), "rounds": rounds, "explain": explain})
+                                       for c in _chunks(items, self.max_items)))
+        return [JudgeScore.model_validate(r) for p in parts for r in p["results"]]
