@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import hashlib
+import json
 from typing import Any
 
 import numpy as np
@@ -49,7 +50,7 @@ class FakeJudge:
         top = max(json_schema["properties"]["score"]["enum"])
         if "garbage" in pred:
             return "not json"
-        return '{"score": %d}' % (top if ref in pred else 0)
+        return json.dumps({"score": top if ref in pred else 0})
 
 
 class FakeEmbedder:
