@@ -143,24 +143,26 @@ async def baseline(items: list[dict[str, Any]], judge_url: str, model: str, enco
 
 # -- the service, in this process on a real port -----------------------------------------------------------
 class ServiceThread:
-    def __init__(self, app: Any, port: int) -> None:
+    def __init__(self, app: Any, port: int, ready_path: str = "/readyz", timeout_s: float = 300) -> None:
         import uvicorn
 
+        self.ready_path, self.timeout_s = ready_path, timeout_s
         self.server = uvicorn.Server(uvicorn.Config(app, host="127.0.0.1", port=port, log_level="warning"))
         self.thread = threading.Thread(target=self.server.run, daemon=True)
         self.url = f"http://127.0.0.1:{port}"
 
     def __enter__(self) -> ServiceThread:
         self.thread.start()
-        deadline = time.monotonic() + 300
+        deadline = time.monotonic() + self.timeout_s
         while time.monotonic() < deadline:
             try:
-                if httpx.get(f"{self.url}/readyz", timeout=5).status_code == 200:
+                if httpx.get(f"{self.url}{self.ready_path}", timeout=5).status_code == 200:
                     return self
             except httpx.HTTPError:
                 pass
             time.sleep(0.2)
-        raise RuntimeError("the service did not become ready")
+        self.__exit__()
+        raise RuntimeError(f"the service did not answer {self.ready_path} in {self.timeout_s:.0f} s")
 
     def __exit__(self, *exc: object) -> None:
         self.server.should_exit = True

@@ -142,3 +142,17 @@ class JudgeResponse(BaseModel):
     summary: JudgeSummary
     judge_model: str
     prompt_version: str
+
+
+# -- /get_reward (OpenRLHF's remote reward protocol) ----------------------------------------------------------
+class OpenRLHFRequest(BaseModel):
+    model_config = ConfigDict(extra="ignore")
+    query: list[str] = Field(min_length=1, description="Prompt + response, as OpenRLHF sends them.")
+    prompts: list[str] | None = Field(None, description="The prompts, stripped from the front of each query.")
+    labels: list[str | GroundTruthObject] = Field(description="Ground truth per query.")
+
+
+class OpenRLHFResponse(BaseModel):
+    rewards: list[float]
+    scores: list[float]
+    extra_logs: dict[str, list[float | None]]

@@ -1,0 +1,46 @@
+"""`medix-train`: a short GRPO run with TRL, rewards from the MediX service."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Annotated
+
+import typer
+
+app = typer.Typer(help="GRPO over HTTP with the MediX reward service.", add_completion=False)
+
+
+@app.command()
+def main(
+    data: Annotated[Path, typer.Option(exists=True, dir_okay=False, help="Medical QA JSONL (SLAKE works as is).")],
+    model: Annotated[str | None, typer.Option(help="Policy model (default: the local SmolLM2-135M).")] = None,
+    reward_url: Annotated[str | None, typer.Option(help="Service URL (default MEDIX_URL).")] = None,
+    api_key: Annotated[str | None, typer.Option(help="Service key (default MEDIX_API_KEY).")] = None,
+    max_steps: int = 2,
+    num_generations: int = 4,
+    batch_size: Annotated[int, typer.Option(help="Completions per device per step.")] = 4,
+    learning_rate: float = 1e-6,
+    max_completion_length: int = 64,
+    limit: Annotated[int | None, typer.Option(help="Use only the first N rows.")] = None,
+    use_vllm: Annotated[bool, typer.Option(help="TRL's vLLM rollout (GPU runs).")] = False,
+    output_dir: Path = Path("runs/medix-grpo"),
+) -> None:
+    """Train; print the logged steps as JSON lines."""
+    from trainer.grpo import TrainOptions, train
+
+    if model is None:
+        from service.models import prepare_judge
+        from service.settings import Settings
+
+        model = str(prepare_judge(Settings().local_judge_dir))
+    out = train(TrainOptions(model=model, data=data, output_dir=output_dir, reward_url=reward_url, api_key=api_key,
+                             max_steps=max_steps, num_generations=num_generations, batch_size=batch_size,
+                             learning_rate=learning_rate, max_completion_length=max_completion_length, limit=limit,
+                             use_vllm=use_vllm))
+    for entry in out["log_history"]:
+        typer.echo(json.dumps(entry))
+
+
+if __name__ == "__main__":
+    app()
