@@ -11,6 +11,7 @@ from fastapi import FastAPI
 
 from service import cpu
 from service.backends.base import Embedder, JudgeBackend, RetryPolicy
+from service.backends.breaker import CircuitBreaker
 from service.cache import Cache, CacheStore, MemoryStore, RedisStore
 from service.errors import install_error_handlers
 from service.judge.evaluator import Evaluator
@@ -21,6 +22,7 @@ from service.ops import router as ops_router
 from service.reward.prompt import load_prompt
 from service.reward.router import router as reward_router
 from service.reward.scorer import RewardScorer
+from service.security import KeyRing, RateLimiter, load_key_file
 from service.settings import Settings
 
 log = logging.getLogger("medix.app")
@@ -28,12 +30,13 @@ log = logging.getLogger("medix.app")
 
 def make_judge(settings: Settings) -> JudgeBackend:
     if settings.judge_backend == "openai":
-        if not settings.judge_url:
-            raise ValueError("MEDIX_JUDGE_URL is required with MEDIX_JUDGE_BACKEND=openai")
+        urls = list(dict.fromkeys(([settings.judge_url] if settings.judge_url else []) + settings.judge_urls))
+        if not urls:
+            raise ValueError("MEDIX_JUDGE_URL (or MEDIX_JUDGE_URLS) is required with MEDIX_JUDGE_BACKEND=openai")
         from service.backends.judge_openai import OpenAIJudge
 
         key = settings.judge_api_key.get_secret_value() if settings.judge_api_key else None
-        return OpenAIJudge(settings.judge_url, settings.judge_model, key, settings.judge_timeout_s,
+        return OpenAIJudge(urls, settings.judge_model, key, settings.judge_timeout_s,
                            max_connections=settings.judge_concurrency)
     from service.backends.judge_vllm import VLLMJudge
 
@@ -68,6 +71,13 @@ def make_cache(settings: Settings, metrics: Metrics, store: CacheStore | None = 
                  down_s=settings.redis_down_s)
 
 
+def make_keyring(settings: Settings) -> KeyRing:
+    named = {f"key{i + 1}": k.get_secret_value() for i, k in enumerate(settings.api_keys)}
+    if settings.api_keys_file:
+        named.update(load_key_file(settings.api_keys_file))
+    return KeyRing(named)
+
+
 def build_app(settings: Settings | None = None, *, judge: JudgeBackend | None = None,
               embedder: Embedder | None = None, cache_store: CacheStore | None = None,
               metrics: Metrics | None = None) -> FastAPI:
@@ -91,6 +101,13 @@ def build_app(settings: Settings | None = None, *, judge: JudgeBackend | None = 
             cpu.pin_service(cores)
         await embedder.start()
         judge_slots = asyncio.Semaphore(settings.judge_concurrency)
+        judge_breaker = CircuitBreaker("judge", failures=settings.breaker_failures, open_s=settings.breaker_open_s,
+                                       metrics=metrics)
+        embed_breaker = CircuitBreaker("embed", failures=settings.breaker_failures, open_s=settings.breaker_open_s,
+                                       metrics=metrics)
+        redis_client = cache.store.client if isinstance(cache.store, RedisStore) else None
+        app.state.limiter = RateLimiter(settings.rate_limit_items_per_s, settings.rate_limit_burst, redis_client,
+                                        settings.cache_namespace)
         app.state.scorer = RewardScorer(
             judge=judge, embedder=embedder, cache=cache, metrics=metrics,
             prompt=load_prompt(settings.judge_prompt_file),
@@ -99,12 +116,13 @@ def build_app(settings: Settings | None = None, *, judge: JudgeBackend | None = 
             judge_concurrency=settings.judge_concurrency, judge_max_tokens=settings.judge_max_tokens,
             judge_top_logprobs=settings.judge_top_logprobs, retry_after_s=settings.retry_after_s,
             max_answer_chars=settings.judge_max_answer_chars, default_profile=settings.default_profile,
-            judge_slots=judge_slots,
+            judge_slots=judge_slots, judge_breaker=judge_breaker, embed_breaker=embed_breaker,
         )
         app.state.evaluator = Evaluator(
             judge=judge, cache=cache, metrics=metrics,
             policy=RetryPolicy(settings.judge_retries, settings.judge_backoff_s, settings.judge_timeout_s),
             judge_slots=judge_slots, retry_after_s=settings.retry_after_s, task_rubrics=settings.judge_task_rubrics,
+            breaker=judge_breaker,
         )
         log.info("ready: judge=%s (%s) embed=%s (%s) cache=%s", judge.name, judge.model_id, embedder.name,
                  embedder.model_id, cache.store.name)
@@ -125,7 +143,10 @@ def build_app(settings: Settings | None = None, *, judge: JudgeBackend | None = 
     app.state.metrics = metrics
     install_error_handlers(app, settings.retry_after_s)
     app.add_middleware(RequestGuard, metrics=metrics, max_body_bytes=settings.max_body_bytes,
-                       max_inflight=settings.max_inflight_requests, retry_after_s=settings.retry_after_s)
+                       max_inflight=settings.max_inflight_requests, retry_after_s=settings.retry_after_s,
+                       keys=make_keyring(settings),
+                       metrics_key=settings.metrics_key.get_secret_value() if settings.metrics_key else None,
+                       log_json=settings.log_json)
     app.include_router(reward_router)
     app.include_router(judge_router)
     app.include_router(ops_router)

@@ -74,25 +74,25 @@ class RedisStore:
     def __init__(self, url: str, timeout_s: float) -> None:
         import redis.asyncio as redis
 
-        self._client = redis.Redis.from_url(
+        self.client = redis.Redis.from_url(
             url, socket_timeout=timeout_s, socket_connect_timeout=timeout_s, retry_on_timeout=False
         )
 
     async def get_many(self, keys: list[str]) -> list[bytes | None]:
-        return list(await self._client.mget(keys))
+        return list(await self.client.mget(keys))
 
     async def set_many(self, entries: dict[str, bytes], ttl_s: int) -> None:
-        async with self._client.pipeline(transaction=False) as pipe:
+        async with self.client.pipeline(transaction=False) as pipe:
             for k, v in entries.items():
                 pipe.set(k, v, ex=ttl_s)
             await pipe.execute()
 
     async def health(self) -> dict[str, Any]:
-        await self._client.ping()
+        await self.client.ping()
         return {"ok": True}
 
     async def close(self) -> None:
-        await self._client.aclose()
+        await self.client.aclose()
 
 
 class Cache:

@@ -33,6 +33,25 @@ def models_prepare() -> None:
     typer.echo(json.dumps({"judge": str(judge), "embed": str(embed)}))
 
 
+def settings_table() -> str:
+    """Every setting as a Markdown table row: variable, default, meaning."""
+    rows = ["| variable | default | meaning |", "| --- | --- | --- |"]
+    for name, field in Settings.model_fields.items():
+        if name == "model_dir":
+            default = "~/.cache/medix/models"
+        else:
+            default = field.get_default(call_default_factory=True)
+        shown = "unset" if default is None else ("" if default == [] else default)
+        rows.append(f"| `MEDIX_{name.upper()}` | `{shown}` | {field.description} |")
+    return "\n".join(rows) + "\n"
+
+
+@app.command("settings")
+def settings_cmd() -> None:
+    """Print every MEDIX_* setting with its default and meaning (the README's table)."""
+    typer.echo(settings_table(), nl=False)
+
+
 @app.command()
 def serve(
     host: Annotated[str | None, typer.Option(help="Bind address (default MEDIX_HOST).")] = None,

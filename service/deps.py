@@ -9,6 +9,7 @@ from fastapi import Depends, Request
 from service.judge.evaluator import Evaluator
 from service.metrics import Metrics
 from service.reward.scorer import RewardScorer
+from service.security import RateLimiter
 from service.settings import Settings
 
 
@@ -18,6 +19,10 @@ def _scorer(request: Request) -> RewardScorer:
 
 def _evaluator(request: Request) -> Evaluator:
     return request.app.state.evaluator
+
+
+def _limiter(request: Request) -> RateLimiter:
+    return request.app.state.limiter
 
 
 def _metrics(request: Request) -> Metrics:
@@ -30,5 +35,6 @@ def _settings(request: Request) -> Settings:
 
 ScorerDep = Annotated[RewardScorer, Depends(_scorer)]
 EvaluatorDep = Annotated[Evaluator, Depends(_evaluator)]
+LimiterDep = Annotated[RateLimiter, Depends(_limiter)]
 MetricsDep = Annotated[Metrics, Depends(_metrics)]
 SettingsDep = Annotated[Settings, Depends(_settings)]

@@ -31,6 +31,9 @@ class Metrics:
                                           buckets=BATCH_BUCKETS, registry=r)
         self.cache_requests = Counter("medix_cache_requests", "Cache lookups by kind and result.",
                                       ["kind", "result"], registry=r)
+        self.circuit_state = Gauge("medix_backend_circuit_state", "Circuit breaker: 0 closed, 1 open, 2 half-open.",
+                                   ["backend"], registry=r)
+        self.rate_limited = Counter("medix_rate_limited", "Requests refused by the per-key rate limit.", registry=r)
         self.reward_component = Histogram("medix_reward_component", "Distribution of reward components.",
                                           ["component"], buckets=COMPONENT_BUCKETS, registry=r)
 

@@ -1,27 +1,45 @@
-"""One ASGI guard in front of every route: body size, in-flight admission, request metrics."""
+"""One ASGI guard in front of every route: request id, auth, body size, in-flight admission, metrics, access log."""
 
 from __future__ import annotations
 
+import logging
+import re
 import time
+import uuid
 from typing import Any
 
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from service.errors import PayloadTooLarge, error_response
 from service.metrics import Metrics
+from service.security import KeyRing
 
 SCORING_ROUTES = frozenset({"/reward", "/get_reward", "/judge"})
 KNOWN_ROUTES = SCORING_ROUTES | {"/healthz", "/readyz", "/metrics", "/docs", "/openapi.json"}
+_REQUEST_ID = re.compile(r"^[A-Za-z0-9._:-]{1,128}$")
+
+access_log = logging.getLogger("medix.access")
+
+
+def _header(scope: Scope, name: bytes) -> str | None:
+    for key, value in scope.get("headers", ()):
+        if key == name:
+            return value.decode("latin-1")
+    return None
 
 
 class RequestGuard:
     def __init__(self, app: ASGIApp, *, metrics: Metrics, max_body_bytes: int, max_inflight: int,
-                 retry_after_s: int) -> None:
+                 retry_after_s: int, keys: KeyRing | None = None, metrics_key: str | None = None,
+                 log_json: bool = True) -> None:
         self.app = app
         self.metrics = metrics
         self.max_body = max_body_bytes
         self.max_inflight = max_inflight
         self.retry_after = retry_after_s
+        self.keys = keys or KeyRing({})
+        self.metrics_keys = KeyRing({"metrics": metrics_key} if metrics_key else {})
+        self.log_json = log_json
         self.inflight = 0
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
@@ -30,33 +48,65 @@ class RequestGuard:
             return
         path = scope["path"]
         route = path if path in KNOWN_ROUTES else "other"
+        offered = _header(scope, b"x-request-id")
+        request_id = offered if offered and _REQUEST_ID.match(offered) else uuid.uuid4().hex
+        scope.setdefault("state", {})["request_id"] = request_id
         status = 500
         start = time.perf_counter()
 
-        async def send_status(message: Message) -> None:
+        async def send_with_id(message: Message) -> None:
             nonlocal status
             if message["type"] == "http.response.start":
                 status = message["status"]
+                message.setdefault("headers", [])
+                message["headers"] = [*message["headers"], (b"x-request-id", request_id.encode())]
             await send(message)
 
         try:
-            await self._guarded(scope, receive, send_status, route)
+            await self._guarded(scope, receive, send_with_id, route)
         finally:
+            elapsed = time.perf_counter() - start
             self.metrics.requests.labels(route, str(status)).inc()
-            self.metrics.request_duration.labels(route).observe(time.perf_counter() - start)
+            self.metrics.request_duration.labels(route).observe(elapsed)
+            if self.log_json:
+                access_log.info("request", extra={
+                    "request_id": request_id, "method": scope.get("method"), "route": route, "status": status,
+                    "duration_ms": round(elapsed * 1000, 2), "key": scope["state"].get("key_name"),
+                    "items": scope["state"].get("items"),
+                })
+
+    async def _refuse(self, scope: Scope, receive: Receive, send: Send, status: int, type_: str, message: str,
+                      param: str | None = None, retry_after: int | None = None, auth: bool = False) -> None:
+        response = error_response(status, type_, message, param, retry_after)
+        if auth:
+            response.headers["WWW-Authenticate"] = "Bearer"
+        await response(scope, receive, send)
 
     async def _guarded(self, scope: Scope, receive: Receive, send: Send, route: str) -> None:
-        length = _content_length(scope)
-        if length is not None and length > self.max_body:
-            await error_response(413, PayloadTooLarge.type, f"body of {length} bytes is over the limit of "
-                                 f"{self.max_body}", "body")(scope, receive, send)
-            return
+        if route == "/metrics" and self.metrics_keys.enabled:
+            if self.metrics_keys.identify(_header(scope, b"authorization")) is None:
+                await self._refuse(scope, receive, send, 401, "unauthorized", "/metrics needs its bearer key",
+                                   "authorization", auth=True)
+                return
         if route not in SCORING_ROUTES:
             await self.app(scope, receive, send)
             return
+        if self.keys.enabled:
+            name = self.keys.identify(_header(scope, b"authorization"))
+            if name is None:
+                await self._refuse(scope, receive, send, 401, "unauthorized",
+                                   "missing or invalid API key: send Authorization: Bearer <key>", "authorization",
+                                   auth=True)
+                return
+            scope["state"]["key_name"] = name
+        length = _content_length(scope)
+        if length is not None and length > self.max_body:
+            await self._refuse(scope, receive, send, 413, PayloadTooLarge.type,
+                               f"body of {length} bytes is over the limit of {self.max_body}", "body")
+            return
         if self.inflight >= self.max_inflight:
-            await error_response(429, "overloaded", f"{self.inflight} requests in flight, the limit is "
-                                 f"{self.max_inflight}; retry later", None, self.retry_after)(scope, receive, send)
+            await self._refuse(scope, receive, send, 429, "overloaded", f"{self.inflight} requests in flight, the "
+                               f"limit is {self.max_inflight}; retry later", None, self.retry_after)
             return
         seen = 0
 
@@ -79,10 +129,8 @@ class RequestGuard:
 
 
 def _content_length(scope: dict[str, Any]) -> int | None:
-    for name, value in scope.get("headers", ()):
-        if name == b"content-length":
-            try:
-                return int(value)
-            except ValueError:
-                return None
-    return None
+    value = _header(scope, b"content-length")
+    try:
+        return int(value) if value is not None else None
+    except ValueError:
+        return None

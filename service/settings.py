@@ -2,11 +2,12 @@
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
-from typing import Literal
+from typing import Annotated, Literal
 
 from pydantic import Field, SecretStr, field_validator
-from pydantic_settings import BaseSettings, SettingsConfigDict
+from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 
 
 def _default_model_dir() -> Path:
@@ -102,11 +103,45 @@ class Settings(BaseSettings):
     max_inflight_requests: int = Field(64, ge=1, description="Scoring requests at once; past it: 429.")
     retry_after_s: int = Field(2, ge=1, description="`Retry-After` seconds sent with 429 and 503.")
 
+    # --- Protection ----------------------------------------------------------------------------
+    api_keys: Annotated[list[SecretStr], NoDecode] = Field(
+        default_factory=list,
+        description="API keys (JSON list, or comma-separated) enabling `Authorization: Bearer` on /reward, "
+        "/get_reward and /judge; empty disables auth.",
+    )
+    api_keys_file: Path | None = Field(
+        None, description="A file of `name: key` lines (or a JSON object name -> key); names label logs and limits."
+    )
+    metrics_key: SecretStr | None = Field(None, description="When set, /metrics needs this bearer key.")
+    rate_limit_items_per_s: float | None = Field(
+        None, gt=0, description="Per-key rate limit in items per second (token bucket, shared through Redis)."
+    )
+    rate_limit_burst: int = Field(4096, ge=1, description="Token bucket size: items a key may send at once.")
+    max_text_chars: int = Field(20_000, ge=16, description="Longest response, answer or prediction text; "
+                                "longer: 422.")
+    breaker_failures: int = Field(5, ge=1, description="Consecutive failed backend calls that open its circuit.")
+    breaker_open_s: float = Field(10.0, gt=0, description="How long an open circuit refuses calls before a probe.")
+    judge_urls: Annotated[list[str], NoDecode] = Field(
+        default_factory=list,
+        description="Several judge replicas (base URLs ending in /v1): balanced round robin, failing over on "
+        "retries. Adds to MEDIX_JUDGE_URL.",
+    )
+    log_json: bool = Field(True, description="One JSON log line per request (with its request id); no texts or keys.")
+
     # --- Models on disk ------------------------------------------------------------------------
     model_dir: Path = Field(
         default_factory=_default_model_dir, description="Where `models prepare` writes the local judge model."
     )
     default_profile: str = Field("medix-r1", description="Reward profile used when a request names none.")
+
+    @field_validator("api_keys", "judge_urls", mode="before")
+    @classmethod
+    def _comma_list(cls, v: object) -> object:
+        if isinstance(v, str):
+            if v.strip().startswith("["):
+                return json.loads(v)
+            return [x.strip() for x in v.split(",") if x.strip()]
+        return v
 
     @field_validator("judge_url", "embed_url")
     @classmethod

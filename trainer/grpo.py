@@ -28,7 +28,8 @@ class TrainOptions:
 
 
 def train(opts: TrainOptions) -> dict[str, Any]:
-    """Run GRPO; write the checkpoint and `medix_rewards.jsonl` (what the service returned, call by call)."""
+    """Run GRPO; write the checkpoint, `log_history.jsonl` (TRL's logged steps) and `medix_rewards.jsonl`
+    (what the service returned, call by call)."""
     from trl import GRPOConfig, GRPOTrainer
 
     from trainer.data import load_dataset
@@ -53,6 +54,7 @@ def train(opts: TrainOptions) -> dict[str, Any]:
     trainer.train()
     trainer.save_model(str(opts.output_dir))
     with (opts.output_dir / "medix_rewards.jsonl").open("w") as f:
-        for call in reward.history:
-            f.write(json.dumps(call) + "\n")
+        f.writelines(json.dumps(call) + "\n" for call in reward.history)
+    with (opts.output_dir / "log_history.jsonl").open("w") as f:
+        f.writelines(json.dumps(entry) + "\n" for entry in trainer.state.log_history)
     return {"log_history": trainer.state.log_history, "reward_calls": reward.history}

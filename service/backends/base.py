@@ -11,6 +11,7 @@ from typing import Any, Protocol, TypeVar
 
 import numpy as np
 
+from service.backends.breaker import CircuitBreaker
 from service.errors import BackendUnavailable
 from service.metrics import Metrics
 
@@ -89,24 +90,31 @@ async def call_backend(
     policy: RetryPolicy,
     metrics: Metrics,
     retry_after_s: int,
+    breaker: CircuitBreaker | None = None,
 ) -> T:
-    """Run one backend call with timeout, jittered exponential backoff and metrics.
+    """Run one backend call with timeout, jittered exponential backoff, circuit breaker and metrics.
 
-    Exhausted retries or a permanent error become BackendUnavailable (503), never a score.
+    Exhausted retries, an open circuit or a permanent error become BackendUnavailable (503), never a score.
     """
     last = "no attempt"
     for attempt in range(policy.retries + 1):
         if attempt:
             delay = policy.backoff_s * (2 ** (attempt - 1))
             await asyncio.sleep(delay * (0.5 + random.random()))
+        if breaker is not None:
+            breaker.before_call()
         start = time.perf_counter()
+        outcome: bool | None = None  # None: cancelled or a caller error, which says nothing about the backend
         try:
             result = await asyncio.wait_for(fn(), policy.timeout_s)
+            outcome = True
         except TimeoutError:
+            outcome = False
             metrics.backend_requests.labels(kind, "timeout").inc()
             last = f"timed out after {policy.timeout_s:g} s"
             continue
         except TransientBackendError as exc:
+            outcome = False
             metrics.backend_requests.labels(kind, "error").inc()
             last = str(exc) or type(exc).__name__
             continue
@@ -115,6 +123,8 @@ async def call_backend(
             raise BackendUnavailable(kind, str(exc), retry_after=retry_after_s) from exc
         finally:
             metrics.backend_duration.labels(kind).observe(time.perf_counter() - start)
+            if breaker is not None:
+                breaker.record(outcome)
         metrics.backend_requests.labels(kind, "ok").inc()
         return result
     raise BackendUnavailable(kind, f"unavailable after {policy.retries + 1} attempts: {last}",

@@ -1,7 +1,9 @@
-"""Judge on an OpenAI-compatible chat server, first of all a vLLM server."""
+"""Judge on OpenAI-compatible chat servers, first of all vLLM servers; several replicas are balanced."""
 
 from __future__ import annotations
 
+import asyncio
+import itertools
 from typing import Any
 
 import httpx
@@ -11,18 +13,21 @@ from service.backends.http import auth_headers, raise_for_status
 
 
 class OpenAIJudge:
+    """Round robin over the replicas; a failed call's retry goes to the next one (client-side failover)."""
+
     name = "openai"
 
-    def __init__(self, base_url: str, model: str | None, api_key: str | None, timeout_s: float,
+    def __init__(self, base_urls: str | list[str], model: str | None, api_key: str | None, timeout_s: float,
                  max_connections: int) -> None:
-        self._base_url = base_url
+        self._urls = [base_urls] if isinstance(base_urls, str) else list(base_urls)
         self._model = model
-        self._client = httpx.AsyncClient(
-            base_url=base_url,
-            headers=auth_headers(api_key),
-            timeout=httpx.Timeout(timeout_s, connect=min(5.0, timeout_s)),
-            limits=httpx.Limits(max_connections=max_connections, max_keepalive_connections=max_connections),
-        )
+        limits = httpx.Limits(max_connections=max_connections, max_keepalive_connections=max_connections)
+        self._clients = [
+            httpx.AsyncClient(base_url=url, headers=auth_headers(api_key), limits=limits,
+                              timeout=httpx.Timeout(timeout_s, connect=min(5.0, timeout_s)))
+            for url in self._urls
+        ]
+        self._turn = itertools.cycle(range(len(self._clients)))
 
     @property
     def model_id(self) -> str:
@@ -32,33 +37,48 @@ class OpenAIJudge:
         try:
             await self._resolve_model()
         except (TransientBackendError, PermanentBackendError):
-            pass  # the server may come up later; /readyz reports it meanwhile
+            pass  # the servers may come up later; /readyz reports it meanwhile
 
     async def close(self) -> None:
-        await self._client.aclose()
+        await asyncio.gather(*(c.aclose() for c in self._clients))
 
-    async def _list_models(self) -> list[str]:
+    async def _list_models(self, i: int) -> list[str]:
         try:
-            resp = await self._client.get("/models")
+            resp = await self._clients[i].get("/models")
         except httpx.TransportError as exc:
-            raise TransientBackendError(f"cannot reach {self._base_url}: {exc!r}") from exc
-        raise_for_status(resp, "GET /models")
+            raise TransientBackendError(f"cannot reach {self._urls[i]}: {exc!r}") from exc
+        raise_for_status(resp, f"GET {self._urls[i]}/models")
         return [str(m["id"]) for m in resp.json().get("data") or []]
 
     async def _resolve_model(self) -> str:
-        if not self._model:
-            models = await self._list_models()
-            if not models:
-                raise PermanentBackendError(f"{self._base_url} serves no model")
-            self._model = models[0]
-        return self._model
+        if self._model:
+            return self._model
+        last: Exception = TransientBackendError("no judge URL")
+        for i in range(len(self._clients)):
+            try:
+                models = await self._list_models(i)
+            except TransientBackendError as exc:
+                last = exc
+                continue
+            if models:
+                self._model = models[0]
+                return self._model
+        raise last
 
     async def health(self) -> dict[str, Any]:
-        models = await self._list_models()
-        if self._model and self._model not in models:
-            raise PermanentBackendError(f"{self._base_url} does not serve {self._model!r} (serves {models})")
-        self._model = self._model or (models[0] if models else None)
-        return {"url": self._base_url, "model": self._model}
+        """Healthy when at least one replica serves the model; each replica's state is reported."""
+        replicas: dict[str, str] = {}
+        for i, url in enumerate(self._urls):
+            try:
+                models = await self._list_models(i)
+                ok = self._model is None or self._model in models
+                self._model = self._model or (models[0] if models else None)
+                replicas[url] = "ok" if ok else f"does not serve {self._model!r}"
+            except (TransientBackendError, PermanentBackendError) as exc:
+                replicas[url] = str(exc)[:200]
+        if not any(v == "ok" for v in replicas.values()):
+            raise TransientBackendError(f"no judge replica answers: {replicas}")
+        return {"model": self._model, "replicas": replicas}
 
     async def complete(
         self,
@@ -83,13 +103,14 @@ class OpenAIJudge:
         if top_logprobs:
             body["logprobs"] = True
             body["top_logprobs"] = top_logprobs
+        i = next(self._turn)
         try:
-            resp = await self._client.post("/chat/completions", json=body)
+            resp = await self._clients[i].post("/chat/completions", json=body)
         except httpx.TimeoutException as exc:
-            raise TimeoutError(str(exc)) from exc
+            raise TimeoutError(f"{self._urls[i]}: {exc!r}") from exc
         except httpx.TransportError as exc:
-            raise TransientBackendError(f"cannot reach {self._base_url}: {exc!r}") from exc
-        raise_for_status(resp, "POST /chat/completions")
+            raise TransientBackendError(f"cannot reach {self._urls[i]}: {exc!r}") from exc
+        raise_for_status(resp, f"POST {self._urls[i]}/chat/completions")
         try:
             out = resp.json()["choices"][0]
             text = out["message"]["content"] or ""

@@ -7,6 +7,7 @@ import json
 from dataclasses import dataclass
 
 from service.backends.base import JudgeBackend, RetryPolicy, call_backend
+from service.backends.breaker import CircuitBreaker
 from service.cache import Cache
 from service.concurrency import Coalescer, gather_or_cancel
 from service.judge import prompts, rubric
@@ -47,7 +48,8 @@ class Judged:
 class Evaluator:
     def __init__(self, *, judge: JudgeBackend, cache: Cache, metrics: Metrics, policy: RetryPolicy,
                  judge_slots: asyncio.Semaphore, retry_after_s: int, task_rubrics: dict[str, Rubric],
-                 max_tokens: int = 24, parse_retries: int = 1, max_chars: int = 8000) -> None:
+                 max_tokens: int = 24, parse_retries: int = 1, max_chars: int = 8000,
+                 breaker: CircuitBreaker | None = None) -> None:
         self.judge = judge
         self.cache = cache
         self.metrics = metrics
@@ -59,6 +61,7 @@ class Evaluator:
         self._parse_retries = parse_retries
         self._max_chars = max_chars
         self._running = Coalescer()
+        self._breaker = breaker
 
     def case(self, item: JudgeItem) -> Case:
         chosen: Rubric = item.rubric or self._task_rubrics.get(item.task, "binary")
@@ -119,7 +122,8 @@ class Evaluator:
                         out = await self.judge.complete(msgs, max_tokens=budget, json_schema=schema)
                     return out.text
 
-                text = await call_backend("judge", ask, self._policy, self.metrics, self._retry_after)
+                text = await call_backend("judge", ask, self._policy, self.metrics, self._retry_after,
+                                          self._breaker)
                 score = rubric.parse_score(text, case.rubric)
                 if score is not None:
                     break

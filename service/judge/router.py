@@ -5,8 +5,8 @@ from __future__ import annotations
 from fastapi import APIRouter, Request
 
 from service.concurrency import cancel_on_disconnect
-from service.deps import EvaluatorDep, SettingsDep
-from service.errors import InvalidRequest
+from service.deps import EvaluatorDep, LimiterDep, SettingsDep
+from service.limits import admit
 from service.protocol import ErrorResponse, JudgeRequest, JudgeResponse
 
 router = APIRouter(tags=["judge"])
@@ -14,10 +14,10 @@ ERRORS = {code: {"model": ErrorResponse} for code in (401, 413, 422, 429, 503)}
 
 
 @router.post("/judge", response_model=JudgeResponse, responses=ERRORS, response_model_exclude_none=True)
-async def judge(body: JudgeRequest, request: Request, evaluator: EvaluatorDep,
-                settings: SettingsDep) -> JudgeResponse:
+async def judge(body: JudgeRequest, request: Request, evaluator: EvaluatorDep, settings: SettingsDep,
+                limiter: LimiterDep) -> JudgeResponse:
     """Reference-based LLM-as-judge: per item score and votes, and a per-task summary."""
-    if len(body.items) > settings.max_items_per_request:
-        raise InvalidRequest(f"{len(body.items)} items is over the limit of {settings.max_items_per_request} "
-                             "per request; split the batch", param="items")
+    await admit(request, settings, limiter, len(body.items), "items",
+                ((f"items[{i}].{f}", getattr(it, f)) for i, it in enumerate(body.items)
+                 for f in ("prediction", "reference", "question")))
     return await cancel_on_disconnect(request.receive, evaluator.evaluate(body))

@@ -16,6 +16,7 @@ from service.backends.base import (
     TransientBackendError,
     call_backend,
 )
+from service.backends.breaker import CircuitBreaker
 from service.cache import Cache
 from service.concurrency import Coalescer, gather_or_cancel
 from service.errors import InvalidRequest
@@ -91,7 +92,8 @@ class RewardScorer:
                  judge_concurrency: int, judge_max_tokens: int, judge_top_logprobs: int,
                  retry_after_s: int, max_answer_chars: int = 4000,
                  profiles: dict[str, Profile] | None = None, default_profile: str = "medix-r1",
-                 judge_slots: asyncio.Semaphore | None = None) -> None:
+                 judge_slots: asyncio.Semaphore | None = None, judge_breaker: CircuitBreaker | None = None,
+                 embed_breaker: CircuitBreaker | None = None) -> None:
         self.judge = judge
         self.embedder = embedder
         self.cache = cache
@@ -102,6 +104,7 @@ class RewardScorer:
         # Shared with /judge so that the two routes together stay within the judge's concurrency.
         self._judge_slots = judge_slots or asyncio.Semaphore(judge_concurrency)
         self._judging = Coalescer()
+        self._judge_breaker, self._embed_breaker = judge_breaker, embed_breaker
         self._max_tokens = judge_max_tokens
         self._top_logprobs = judge_top_logprobs
         self._retry_after = retry_after_s
@@ -182,7 +185,8 @@ class RewardScorer:
             return Verdict(verdict, p_yes(out.first_token_logprobs, verdict))
 
         async with self._judge_slots:
-            return await call_backend("judge", attempt, self._judge_policy, self.metrics, self._retry_after)
+            return await call_backend("judge", attempt, self._judge_policy, self.metrics, self._retry_after,
+                                      self._judge_breaker)
 
     async def _judge_all(self, pairs: dict[str, Prepared]) -> dict[str, Verdict]:
         found = await gather_or_cancel(*(self._judging.run(k, lambda p=p: self._judge_one(p))
@@ -194,7 +198,7 @@ class RewardScorer:
             return {}
         batch = list(texts.values())
         vecs = await call_backend("embed", lambda: self.embedder.embed(batch), self._embed_policy,
-                                  self.metrics, self._retry_after)
+                                  self.metrics, self._retry_after, self._embed_breaker)
         return {k: np.ascontiguousarray(vecs[i], dtype=np.float32) for i, k in enumerate(texts)}
 
     # -- results ------------------------------------------------------------------------------

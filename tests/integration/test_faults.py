@@ -8,6 +8,7 @@ import time
 import httpx
 import pytest
 
+from clients.client import MedixClient, MedixUnavailable
 from service.datasets import grpo_batch
 from tests.integration.stack import metric, start_judge_server, start_redis, start_service
 
@@ -72,3 +73,10 @@ def test_judge_stopped_mid_run_gives_503_never_scores(fault_stack, slake):
     ready = httpx.get(f"{url}/readyz")
     assert ready.status_code == 503 and "judge" in ready.json()["error"]["param"]
     assert metric(url, "medix_backend_requests_total", {"backend": "judge", "result": "error"}) > 0
+
+    # The client turns the outage into an exception after honouring Retry-After, never into rewards.
+    with MedixClient(url, retries=1) as client:
+        started = time.monotonic()
+        with pytest.raises(MedixUnavailable) as e:
+            client.reward(items[:4])
+    assert e.value.status == 503 and e.value.param == "judge" and time.monotonic() - started >= 5

@@ -12,3 +12,9 @@ def test_every_setting_is_documented_in_the_readme():
 
 def test_readme_starts_with_the_two_commands():
     assert README.index("make run") < README.index("make test") < README.index("curl")
+
+
+def test_readme_settings_table_is_the_generated_one():
+    from service.cli import settings_table
+
+    assert settings_table() in README

@@ -1,0 +1,123 @@
+"""API keys (stored hashed, compared in constant time) and the per-key token-bucket rate limit."""
+
+from __future__ import annotations
+
+import hashlib
+import hmac
+import json
+import logging
+import math
+import time
+from pathlib import Path
+from typing import Any
+
+from service.errors import Overloaded
+
+log = logging.getLogger("medix.security")
+
+
+def _digest(key: str) -> bytes:
+    return hashlib.sha256(key.encode()).digest()
+
+
+def load_key_file(path: Path) -> dict[str, str]:
+    """`name: key` lines (# comments allowed) or a JSON object name -> key."""
+    text = path.read_text()
+    if text.lstrip().startswith("{"):
+        return {str(k): str(v) for k, v in json.loads(text).items()}
+    keys = {}
+    for n, line in enumerate(text.splitlines(), start=1):
+        line = line.strip()
+        if not line or line.startswith("#"):
+            continue
+        name, sep, key = line.partition(":")
+        if not sep or not key.strip():
+            raise ValueError(f"{path}:{n}: expected 'name: key'")
+        keys[name.strip()] = key.strip()
+    return keys
+
+
+class KeyRing:
+    """Knows key digests only. `identify` compares against every digest so timing says nothing."""
+
+    def __init__(self, named_keys: dict[str, str]) -> None:
+        self._digests = [(name, _digest(key)) for name, key in named_keys.items()]
+
+    @property
+    def enabled(self) -> bool:
+        return bool(self._digests)
+
+    def identify(self, authorization: str | None) -> str | None:
+        if not authorization or not authorization.lower().startswith("bearer "):
+            return None
+        offered = _digest(authorization[7:].strip())
+        found = None
+        for name, digest in self._digests:
+            if hmac.compare_digest(offered, digest) and found is None:
+                found = name
+        return found
+
+
+# Token bucket in Redis: atomic, shared by every replica, timed by the Redis server's clock.
+_BUCKET_LUA = """
+local rate = tonumber(ARGV[1])
+local burst = tonumber(ARGV[2])
+local n = tonumber(ARGV[3])
+local t = redis.call('TIME')
+local now = tonumber(t[1]) + tonumber(t[2]) / 1e6
+local b = redis.call('HMGET', KEYS[1], 'tokens', 'ts')
+local tokens = tonumber(b[1]) or burst
+local ts = tonumber(b[2]) or now
+tokens = math.min(burst, tokens + math.max(0, now - ts) * rate)
+local wait = 0
+if tokens >= n then tokens = tokens - n else wait = (n - tokens) / rate end
+redis.call('HSET', KEYS[1], 'tokens', tostring(tokens), 'ts', tostring(now))
+redis.call('PEXPIRE', KEYS[1], math.ceil(burst / rate * 1000) + 1000)
+return tostring(wait)
+"""
+
+
+class RateLimiter:
+    """Items per second per key. Uses Redis when given; falls back to a local bucket when Redis fails."""
+
+    def __init__(self, rate: float | None, burst: int, redis_client: Any = None, namespace: str = "medix") -> None:
+        self.rate, self.burst = rate, burst
+        self._redis = redis_client
+        self._ns = namespace
+        self._local: dict[str, tuple[float, float]] = {}
+        self._script: Any = redis_client.register_script(_BUCKET_LUA) if redis_client is not None else None
+
+    @property
+    def enabled(self) -> bool:
+        return self.rate is not None
+
+    def _take_local(self, key: str, n: float) -> float:
+        assert self.rate is not None
+        now = time.monotonic()
+        tokens, ts = self._local.get(key, (float(self.burst), now))
+        tokens = min(self.burst, tokens + (now - ts) * self.rate)
+        wait = 0.0
+        if tokens >= n:
+            tokens -= n
+        else:
+            wait = (n - tokens) / self.rate
+        self._local[key] = (tokens, now)
+        return wait
+
+    async def take(self, key: str, items: int) -> None:
+        """Take `items` tokens or raise 429 with the wait until they would be there."""
+        if self.rate is None:
+            return
+        n = float(min(items, self.burst))  # a batch bigger than the bucket waits for a full bucket
+        wait: float
+        if self._script is not None:
+            try:
+                wait = float(await self._script(keys=[f"{self._ns}:rate:{key}"], args=[self.rate, self.burst, n]))
+            except Exception as exc:
+                log.warning("rate limit via Redis failed, using the local bucket: %r", exc)
+                wait = self._take_local(key, n)
+        else:
+            wait = self._take_local(key, n)
+        if wait > 0:
+            raise Overloaded(f"rate limit of {self.rate:g} items/s for this key; {items} items need "
+                             f"{wait:.1f} s more", param="items", retry_after=max(1, math.ceil(wait)))
