@@ -82,6 +82,20 @@ class RequestGuard:
             response.headers["WWW-Authenticate"] = "Bearer"
         await response(scope, receive, send)
 
+    async def _read_limited(self, receive: Receive) -> tuple[bytes, bool]:
+        chunks, size = [], 0
+        while True:
+            message = await receive()
+            if message["type"] != "http.request":
+                return b"".join(chunks), False
+            chunk = message.get("body", b"")
+            size += len(chunk)
+            if size > self.max_body:
+                return b"", True
+            chunks.append(chunk)
+            if not message.get("more_body", False):
+                return b"".join(chunks), False
+
     async def _guarded(self, scope: Scope, receive: Receive, send: Send, route: str) -> None:
         if route == "/metrics" and self.metrics_keys.enabled:
             if self.metrics_keys.identify(_header(scope, b"authorization")) is None:
@@ -108,24 +122,33 @@ class RequestGuard:
             await self._refuse(scope, receive, send, 429, "overloaded", f"{self.inflight} requests in flight, the "
                                f"limit is {self.max_inflight}; retry later", None, self.retry_after)
             return
-        seen = 0
-
-        async def counting_receive() -> Message:
-            nonlocal seen
-            message = await receive()
-            if message["type"] == "http.request":
-                seen += len(message.get("body", b""))
-                if seen > self.max_body:
-                    raise PayloadTooLarge(f"body is over the limit of {self.max_body} bytes", param="body")
-            return message
-
+        if length is None:  # chunked: read it here, within the limit, and hand it on
+            body, too_big = await self._read_limited(receive)
+            if too_big:
+                await self._refuse(scope, receive, send, 413, PayloadTooLarge.type,
+                                   f"body is over the limit of {self.max_body} bytes", "body")
+                return
+            receive = _replay(body, receive)
         self.inflight += 1
         self.metrics.inflight.inc()
         try:
-            await self.app(scope, counting_receive, send)
+            await self.app(scope, receive, send)
         finally:
             self.inflight -= 1
             self.metrics.inflight.dec()
+
+
+def _replay(body: bytes, receive: Receive) -> Receive:
+    sent = False
+
+    async def replay() -> Message:
+        nonlocal sent
+        if not sent:
+            sent = True
+            return {"type": "http.request", "body": body, "more_body": False}
+        return await receive()  # after the body: wait for the disconnect as usual
+
+    return replay
 
 
 def _content_length(scope: dict[str, Any]) -> int | None:
