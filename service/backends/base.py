@@ -102,7 +102,7 @@ async def call_backend(
             delay = policy.backoff_s * (2 ** (attempt - 1))
             await asyncio.sleep(delay * (0.5 + random.random()))
         if breaker is not None:
-            breaker.before_call()
+            await breaker.before_call(policy.timeout_s)
         start = time.perf_counter()
         outcome: bool | None = None  # None: cancelled or a caller error, which says nothing about the backend
         try:

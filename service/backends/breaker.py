@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import math
 import time
 from typing import Literal
@@ -21,6 +22,7 @@ class CircuitBreaker:
         self._consecutive = 0
         self._opened_at = 0.0
         self._probing = False
+        self._probe_done = asyncio.Event()
         self._metrics = metrics
         self._set("closed")
 
@@ -29,22 +31,35 @@ class CircuitBreaker:
         if self._metrics is not None:
             self._metrics.circuit_state.labels(self.kind).set(STATE_VALUE[state])
 
-    def before_call(self) -> None:
-        """Raise 503 at once while open (or while another call probes a half-open circuit)."""
+    def _refuse_if_open(self) -> None:
+        left = self.open_s - (time.monotonic() - self._opened_at)
+        if left > 0:
+            raise BackendUnavailable(self.kind, "circuit open after repeated failures",
+                                     retry_after=max(1, math.ceil(left)))
+        self._set("half_open")
+
+    async def before_call(self, wait_s: float) -> None:
+        """Raise 503 at once while open. Half-open: one call probes; the others wait (up to `wait_s`) for its
+        verdict, then go on if it closed the circuit and fail fast if it opened it again."""
         if self.state == "open":
-            left = self.open_s - (time.monotonic() - self._opened_at)
-            if left > 0:
-                raise BackendUnavailable(self.kind, "circuit open after repeated failures",
-                                         retry_after=max(1, math.ceil(left)))
-            self._set("half_open")
+            self._refuse_if_open()
+        while self.state == "half_open" and self._probing:
+            try:
+                await asyncio.wait_for(asyncio.shield(self._probe_done.wait()), wait_s)
+            except TimeoutError:
+                raise BackendUnavailable(self.kind, "circuit half-open, the probe did not finish",
+                                         retry_after=1) from None
+            if self.state == "open":
+                self._refuse_if_open()
         if self.state == "half_open":
-            if self._probing:
-                raise BackendUnavailable(self.kind, "circuit half-open, a probe is in flight", retry_after=1)
             self._probing = True
+            self._probe_done = asyncio.Event()
 
     def record(self, ok: bool | None) -> None:
         """True: the backend answered; False: it failed; None: no verdict (cancelled), only frees the probe."""
-        self._probing = False
+        if self._probing:
+            self._probing = False
+            self._probe_done.set()
         if ok is None:
             return
         if ok:

@@ -76,3 +76,10 @@ def service_inprocess(logs):
 @pytest.fixture(scope="session")
 def slake():
     return list(read_jsonl(DATA / "slake_en_test.jsonl"))
+
+
+def pytest_terminal_summary(terminalreporter):
+    from tests.integration.test_load import REPORT
+
+    if REPORT:
+        terminalreporter.write_line(f"load test (warm cache, loopback): {REPORT}")

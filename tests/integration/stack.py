@@ -79,8 +79,8 @@ def wait_http(proc: Proc, url: str, timeout: float) -> None:
     raise RuntimeError(f"{proc.name} not up at {url} after {timeout:.0f} s:\n{proc.tail()}")
 
 
-def start_judge_server(log_dir: Path, eager: bool = True) -> tuple[Proc, str]:
-    port = free_port()
+def start_judge_server(log_dir: Path, eager: bool = True, port: int | None = None) -> tuple[Proc, str]:
+    port = port or free_port()
     argv = [BIN, "judge-server", "--port", str(port)] + (["--eager"] if eager else [])
     proc = Proc("judge-server", argv, {"MEDIX_ENGINE_CPUS": "0"}, log_dir / f"judge-{port}.log").start()
     wait_http(proc, f"http://127.0.0.1:{port}/v1/models", 420)

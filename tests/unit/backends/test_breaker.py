@@ -47,14 +47,27 @@ async def test_failed_probe_reopens_and_cancellation_frees_it():
     br.record(False)
     assert br.state == "open"
     await asyncio.sleep(0.06)
-    br.before_call()
+    await br.before_call(1)
     assert br.state == "half_open"
     with pytest.raises(BackendUnavailable):
-        br.before_call()  # one probe at a time
-    br.record(None)  # the probe was cancelled: no verdict
-    br.before_call()
+        await br.before_call(0.05)  # one probe at a time: the others wait for its verdict
+    br.record(None)  # the probe was cancelled: no verdict, the next call probes
+    await br.before_call(1)
     br.record(False)
     assert br.state == "open"
+
+
+async def test_calls_waiting_on_a_probe_follow_its_verdict():
+    br = CircuitBreaker("judge", failures=1, open_s=0.01)
+    br.record(False)
+    await asyncio.sleep(0.02)
+    await br.before_call(1)  # this call probes
+    waiter = asyncio.create_task(br.before_call(1))
+    await asyncio.sleep(0.01)
+    assert not waiter.done()
+    br.record(True)
+    await waiter  # went on: the probe closed the circuit
+    assert br.state == "closed"
 
 
 async def test_timeouts_count_as_failures():
