@@ -28,8 +28,10 @@ $(STAMP): pyproject.toml Makefile
 models: $(STAMP)
 	$(VENV)/bin/medix-reward models prepare
 
+# Debian's packages the tests run for real: Redis, and Prometheus with promtool.
 redis-bin:
-	@command -v redis-server >/dev/null || { apt-get update -qq && apt-get install -y -qq redis-server; }
+	@command -v redis-server >/dev/null && command -v prometheus >/dev/null && command -v promtool >/dev/null || \
+	  { apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq redis-server prometheus; }
 
 # The tests use Redis on 127.0.0.1:6379: start one when nothing answers there.
 redis-up: redis-bin
