@@ -55,46 +55,21 @@ class BusyClock:
 
 
 @dataclass
-class TimedJudge:
+class Timed:
+    """A judge or embedder whose calls run on a BusyClock; everything else is the wrapped backend's."""
+
     inner: Any
     clock: BusyClock
-    name: str = "timed"
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self.inner, name)
 
     @property
     def model_id(self) -> str:
         return self.inner.model_id
-
-    async def start(self) -> None:
-        await self.inner.start()
-
-    async def close(self) -> None:
-        await self.inner.close()
-
-    async def health(self) -> dict[str, Any]:
-        return await self.inner.health()
 
     async def complete(self, messages: list[dict[str, str]], **kw: Any) -> Completion:
         return await self.clock.timed(lambda: self.inner.complete(messages, **kw))
-
-
-@dataclass
-class TimedEmbedder:
-    inner: Any
-    clock: BusyClock
-    name: str = "timed"
-
-    @property
-    def model_id(self) -> str:
-        return self.inner.model_id
-
-    async def start(self) -> None:
-        await self.inner.start()
-
-    async def close(self) -> None:
-        await self.inner.close()
-
-    async def health(self) -> dict[str, Any]:
-        return await self.inner.health()
 
     async def embed(self, texts: list[str]) -> np.ndarray:
         return await self.clock.timed(lambda: self.inner.embed(texts))
@@ -251,9 +226,9 @@ def run_bench(*, data: Path, questions: int, samples: int, seed: int, judge_url:
         settings = Settings(judge_backend="openai", judge_url=judge_url, judge_model=model, engine_cpus="",
                             pin_service=False, max_items_per_request=max(4096, len(items)))
         clock = BusyClock()
-        judge = TimedJudge(make_judge(settings), clock)
+        judge = Timed(make_judge(settings), clock)
         metrics = Metrics()
-        embedder = TimedEmbedder(make_embedder(settings, metrics), clock)
+        embedder = Timed(make_embedder(settings, metrics), clock)
         app = build_app(settings, judge=judge, embedder=embedder, metrics=metrics)
         encoder = SentenceTransformer(bundled_model_path())
         log(f"batch: {questions} questions x {samples} samples = {len(items)} items; mix {kinds}")
