@@ -32,7 +32,8 @@ class GroundTruth:
     modality: Modality | None
 
 
-_AROUND_TAG_CHARS = re.compile(r"\s*([<>/])\s*")
+# Whitespace runs touching '<', '>' or '/' (an empty replacement is faster than a group template).
+_AROUND_TAG_CHARS = re.compile(r"\s+(?=[<>/])|(?<=[<>/])\s+")
 # Exactly one thinking block, optional whitespace, exactly one answer block, nothing after.
 _FORMAT = re.compile(
     r"<thinking>(?:(?!</?thinking>).)*</thinking>\s*<answer>(?:(?!</?answer>).)*</answer>",
@@ -45,7 +46,7 @@ THINKING_OPEN = "<thinking>"
 
 def normalise(response: str) -> str:
     """Rule 1: remove whitespace directly around '<', '>' and '/'."""
-    return _AROUND_TAG_CHARS.sub(r"\1", response)
+    return _AROUND_TAG_CHARS.sub("", response)
 
 
 def format_score(normalised: str) -> float:
@@ -127,8 +128,10 @@ def compose(
     format_weight: float,
 ) -> float:
     """Rule 10, with a null modality's weight shared out over the other content components."""
-    parts = {"accuracy_llm": accuracy_llm, "accuracy_embed": accuracy_embed, "modality": modality}
-    present = {k: v for k, v in parts.items() if v is not None}
-    total = sum(weights[k] for k in present)
-    content = sum(weights[k] * v for k, v in present.items()) / total if total else 0.0
-    return content_weight * content + format_weight * format_
+    w_llm, w_embed = weights["accuracy_llm"], weights["accuracy_embed"]
+    content = w_llm * accuracy_llm + w_embed * accuracy_embed
+    total = w_llm + w_embed
+    if modality is not None:
+        content += weights["modality"] * modality
+        total += weights["modality"]
+    return content_weight * (content / total if total else 0.0) + format_weight * format_

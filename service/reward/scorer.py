@@ -110,6 +110,7 @@ class RewardScorer:
         self._retry_after = retry_after_s
         self._max_chars = max_answer_chars
         self.profiles = profiles or PROFILES
+        self._component_hists = {name: metrics.reward_component.labels(name) for name in COMPONENTS}
         self.default_profile = default_profile
 
     def profile(self, name: str | None) -> Profile:
@@ -229,9 +230,9 @@ class RewardScorer:
         )
 
     def _observe(self, results: list[RewardResult]) -> None:
-        hist = self.metrics.reward_component
-        for r in results:
-            for name in COMPONENTS:
+        for name in COMPONENTS:
+            hist = self._component_hists[name]
+            for r in results:
                 value = getattr(r, name)
                 if value is not None:
-                    hist.labels(name).observe(value)
+                    hist.observe(value)
