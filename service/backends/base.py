@@ -96,36 +96,38 @@ async def call_backend(
 
     Exhausted retries, an open circuit or a permanent error become BackendUnavailable (503), never a score.
     """
-    last = "no attempt"
-    for attempt in range(policy.retries + 1):
-        if attempt:
-            delay = policy.backoff_s * (2 ** (attempt - 1))
-            await asyncio.sleep(delay * (0.5 + random.random()))
-        if breaker is not None:
-            await breaker.before_call(policy.timeout_s)
-        start = time.perf_counter()
-        outcome: bool | None = None  # None: cancelled or a caller error, which says nothing about the backend
-        try:
-            result = await asyncio.wait_for(fn(), policy.timeout_s)
+    if breaker is not None:
+        await breaker.before_call(policy.timeout_s)
+    # The breaker judges whole calls: a call that succeeds on a retry (e.g. on another replica) is a success.
+    outcome: bool | None = None  # None: cancelled or a caller error, which says nothing about the backend
+    try:
+        last = "no attempt"
+        for attempt in range(policy.retries + 1):
+            if attempt:
+                delay = policy.backoff_s * (2 ** (attempt - 1))
+                await asyncio.sleep(delay * (0.5 + random.random()))
+            start = time.perf_counter()
+            try:
+                result = await asyncio.wait_for(fn(), policy.timeout_s)
+            except TimeoutError:
+                metrics.backend_requests.labels(kind, "timeout").inc()
+                last = f"timed out after {policy.timeout_s:g} s"
+                continue
+            except TransientBackendError as exc:
+                metrics.backend_requests.labels(kind, "error").inc()
+                last = str(exc) or type(exc).__name__
+                continue
+            except PermanentBackendError as exc:
+                metrics.backend_requests.labels(kind, "error").inc()
+                raise BackendUnavailable(kind, str(exc), retry_after=retry_after_s) from exc
+            finally:
+                metrics.backend_duration.labels(kind).observe(time.perf_counter() - start)
+            metrics.backend_requests.labels(kind, "ok").inc()
             outcome = True
-        except TimeoutError:
-            outcome = False
-            metrics.backend_requests.labels(kind, "timeout").inc()
-            last = f"timed out after {policy.timeout_s:g} s"
-            continue
-        except TransientBackendError as exc:
-            outcome = False
-            metrics.backend_requests.labels(kind, "error").inc()
-            last = str(exc) or type(exc).__name__
-            continue
-        except PermanentBackendError as exc:
-            metrics.backend_requests.labels(kind, "error").inc()
-            raise BackendUnavailable(kind, str(exc), retry_after=retry_after_s) from exc
-        finally:
-            metrics.backend_duration.labels(kind).observe(time.perf_counter() - start)
-            if breaker is not None:
-                breaker.record(outcome)
-        metrics.backend_requests.labels(kind, "ok").inc()
-        return result
+            return result
+        outcome = False
+    finally:
+        if breaker is not None:
+            breaker.record(outcome)
     raise BackendUnavailable(kind, f"unavailable after {policy.retries + 1} attempts: {last}",
                              retry_after=retry_after_s)

@@ -4,12 +4,15 @@ from __future__ import annotations
 
 import asyncio
 import itertools
+import time
 from typing import Any
 
 import httpx
 
 from service.backends.base import Completion, PermanentBackendError, TransientBackendError
 from service.backends.http import auth_headers, raise_for_status
+
+REPLICA_REST_S = 2.0
 
 
 class OpenAIJudge:
@@ -28,6 +31,7 @@ class OpenAIJudge:
             for url in self._urls
         ]
         self._turn = itertools.cycle(range(len(self._clients)))
+        self._down_until = [0.0] * len(self._clients)  # a replica that refused a connection rests a moment
 
     @property
     def model_id(self) -> str:
@@ -80,6 +84,15 @@ class OpenAIJudge:
             raise TransientBackendError(f"no judge replica answers: {replicas}")
         return {"model": self._model, "replicas": replicas}
 
+    def _pick(self) -> int:
+        """The next replica in turn that is not resting; the next in turn if all are."""
+        now = time.monotonic()
+        for _ in range(len(self._clients)):
+            i = next(self._turn)
+            if self._down_until[i] <= now:
+                return i
+        return next(self._turn)
+
     async def complete(
         self,
         messages: list[dict[str, str]],
@@ -103,12 +116,13 @@ class OpenAIJudge:
         if top_logprobs:
             body["logprobs"] = True
             body["top_logprobs"] = top_logprobs
-        i = next(self._turn)
+        i = self._pick()
         try:
             resp = await self._clients[i].post("/chat/completions", json=body)
         except httpx.TimeoutException as exc:
             raise TimeoutError(f"{self._urls[i]}: {exc!r}") from exc
         except httpx.TransportError as exc:
+            self._down_until[i] = time.monotonic() + REPLICA_REST_S
             raise TransientBackendError(f"cannot reach {self._urls[i]}: {exc!r}") from exc
         raise_for_status(resp, f"POST {self._urls[i]}/chat/completions")
         try:

@@ -79,7 +79,25 @@ async def test_timeouts_count_as_failures():
 
         await asyncio.sleep(1)
 
-    with pytest.raises(BackendUnavailable):
-        await call_backend("judge", slow, RetryPolicy(retries=1, backoff_s=0, timeout_s=0.01), m, 1, br)
+    for _ in range(2):  # two calls, each timing out on both attempts
+        with pytest.raises(BackendUnavailable):
+            await call_backend("judge", slow, RetryPolicy(retries=1, backoff_s=0, timeout_s=0.01), m, 1, br)
     assert br.state == "open"
-    assert m.registry.get_sample_value("medix_backend_requests_total", {"backend": "judge", "result": "timeout"}) == 2
+    assert m.registry.get_sample_value("medix_backend_requests_total", {"backend": "judge", "result": "timeout"}) == 4
+
+
+async def test_a_call_that_succeeds_on_retry_counts_as_a_success():
+    m = Metrics()
+    br = CircuitBreaker("judge", failures=1, open_s=5)
+    attempts = 0
+
+    async def flaky():  # e.g. the first replica is down, the retry reaches the next one
+        nonlocal attempts
+        attempts += 1
+        if attempts % 2:
+            raise TransientBackendError("connection refused")
+        return "ok"
+
+    for _ in range(3):
+        assert await call_backend("judge", flaky, RetryPolicy(retries=1, backoff_s=0, timeout_s=1), m, 1, br) == "ok"
+    assert br.state == "closed"
