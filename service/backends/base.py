@@ -98,8 +98,10 @@ async def call_backend(
     """
     if breaker is not None:
         await breaker.before_call(policy.timeout_s)
-    # The breaker judges whole calls: a call that succeeds on a retry (e.g. on another replica) is a success.
-    outcome: bool | None = None  # None: cancelled or a caller error, which says nothing about the backend
+    # The breaker judges whole calls: a call that succeeds on a retry (e.g. on another replica) is a success;
+    # one that failed an attempt and was then cancelled (a sibling's failure ended the request) is a failure.
+    outcome: bool | None = None  # None: cancelled before any failure, or a caller error
+    failed_attempts = 0
     try:
         last = "no attempt"
         for attempt in range(policy.retries + 1):
@@ -110,10 +112,12 @@ async def call_backend(
             try:
                 result = await asyncio.wait_for(fn(), policy.timeout_s)
             except TimeoutError:
+                failed_attempts += 1
                 metrics.backend_requests.labels(kind, "timeout").inc()
                 last = f"timed out after {policy.timeout_s:g} s"
                 continue
             except TransientBackendError as exc:
+                failed_attempts += 1
                 metrics.backend_requests.labels(kind, "error").inc()
                 last = str(exc) or type(exc).__name__
                 continue
@@ -128,6 +132,6 @@ async def call_backend(
         outcome = False
     finally:
         if breaker is not None:
-            breaker.record(outcome)
+            breaker.record(outcome if outcome is not None or not failed_attempts else False)
     raise BackendUnavailable(kind, f"unavailable after {policy.retries + 1} attempts: {last}",
                              retry_after=retry_after_s)

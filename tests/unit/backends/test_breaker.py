@@ -101,3 +101,20 @@ async def test_a_call_that_succeeds_on_retry_counts_as_a_success():
     for _ in range(3):
         assert await call_backend("judge", flaky, RetryPolicy(retries=1, backoff_s=0, timeout_s=1), m, 1, br) == "ok"
     assert br.state == "closed"
+
+
+async def test_a_failed_call_cancelled_during_its_backoff_still_counts():
+    import contextlib
+
+    m = Metrics()
+    br = CircuitBreaker("judge", failures=1, open_s=5)
+
+    async def down():
+        raise TransientBackendError("connection refused")
+
+    task = asyncio.create_task(call_backend("judge", down, RetryPolicy(retries=3, backoff_s=1, timeout_s=1), m, 1, br))
+    await asyncio.sleep(0.05)  # first attempt failed; now in backoff
+    task.cancel()
+    with contextlib.suppress(asyncio.CancelledError):
+        await task
+    assert br.state == "open"
