@@ -5,13 +5,59 @@ Each app gets its own registry so that several apps (tests, benchmarks) can live
 
 from __future__ import annotations
 
+import threading
+from collections.abc import Iterator, Sequence
+
+import numpy as np
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, generate_latest
 from prometheus_client.exposition import CONTENT_TYPE_LATEST
+from prometheus_client.metrics_core import HistogramMetricFamily
+from prometheus_client.registry import Collector
+from prometheus_client.utils import floatToGoString
 
 LATENCY_BUCKETS = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60, 120)
 BATCH_BUCKETS = (1, 2, 4, 8, 16, 32, 64, 128, 256, 512, 1024)
 COMPONENT_BUCKETS = (0.0, 0.1, 0.2, 0.3, 0.4, 0.5, 0.6, 0.7, 0.8, 0.9, 0.95, 0.99, 1.0)
 CONTENT_TYPE = CONTENT_TYPE_LATEST
+
+
+class BatchHistogram(Collector):
+    """A labelled histogram fed a whole batch at once (numpy), for per-item values of big batches.
+
+    Exposed exactly like a prometheus_client Histogram (`_bucket`, `_sum`, `_count`), without its
+    per-observation cost, which dominated the service's own time on a warm 512-item batch.
+    """
+
+    def __init__(self, name: str, doc: str, label: str, buckets: Sequence[float], registry: CollectorRegistry):
+        self.name, self.doc, self.label = name, doc, label
+        self._bounds = np.asarray(sorted(b for b in buckets if b != float("inf")), dtype=float)
+        self._counts: dict[str, np.ndarray] = {}
+        self._sums: dict[str, float] = {}
+        self._lock = threading.Lock()
+        registry.register(self)
+
+    def observe_many(self, label_value: str, values: Sequence[float]) -> None:
+        if not len(values):
+            return
+        v = np.asarray(values, dtype=float)
+        # Bucket i holds bounds[i-1] < v <= bounds[i]; the last one is +Inf.
+        counts = np.bincount(np.searchsorted(self._bounds, v, side="left"), minlength=len(self._bounds) + 1)
+        with self._lock:
+            self._counts[label_value] = self._counts.get(label_value, 0) + counts
+            self._sums[label_value] = self._sums.get(label_value, 0.0) + float(v.sum())
+
+    def describe(self) -> Iterator[HistogramMetricFamily]:
+        yield HistogramMetricFamily(self.name, self.doc, labels=[self.label])
+
+    def collect(self) -> Iterator[HistogramMetricFamily]:
+        family = HistogramMetricFamily(self.name, self.doc, labels=[self.label])
+        with self._lock:
+            for value, counts in self._counts.items():
+                cumulative = np.cumsum(counts)
+                buckets = [(floatToGoString(b), float(c)) for b, c in zip(self._bounds, cumulative[:-1], strict=True)]
+                buckets.append(("+Inf", float(cumulative[-1])))
+                family.add_metric([value], buckets, sum_value=self._sums[value])
+        yield family
 
 
 class Metrics:
@@ -34,8 +80,8 @@ class Metrics:
         self.circuit_state = Gauge("medix_backend_circuit_state", "Circuit breaker: 0 closed, 1 open, 2 half-open.",
                                    ["backend"], registry=r)
         self.rate_limited = Counter("medix_rate_limited", "Requests refused by the per-key rate limit.", registry=r)
-        self.reward_component = Histogram("medix_reward_component", "Distribution of reward components.",
-                                          ["component"], buckets=COMPONENT_BUCKETS, registry=r)
+        self.reward_component = BatchHistogram("medix_reward_component", "Distribution of reward components.",
+                                               "component", COMPONENT_BUCKETS, registry=r)
 
     def render(self) -> bytes:
         return generate_latest(self.registry)

@@ -29,5 +29,6 @@ async def get_reward(body: OpenRLHFRequest, request: Request, scorer: ScorerDep,
     """OpenRLHF's remote reward protocol: `--remote_rm_url http://host:port/get_reward`."""
     await admit(request, settings, limiter, len(body.query), "query",
                 ((f"query[{i}]", q) for i, q in enumerate(body.query)))
-    scored = await cancel_on_disconnect(request.receive, scorer.score(openrlhf.to_reward_request(body)))
+    scored = await cancel_on_disconnect(request.receive,
+                                        scorer.score(openrlhf.to_reward_request(body), route="/get_reward"))
     return openrlhf.from_reward_response(scored)

@@ -110,7 +110,6 @@ class RewardScorer:
         self._retry_after = retry_after_s
         self._max_chars = max_answer_chars
         self.profiles = profiles or PROFILES
-        self._component_hists = {name: metrics.reward_component.labels(name) for name in COMPONENTS}
         self.default_profile = default_profile
 
     def profile(self, name: str | None) -> Profile:
@@ -134,10 +133,10 @@ class RewardScorer:
         return self.cache.key("embed", self.embedder.model_id, text)
 
     # -- the request path ---------------------------------------------------------------------
-    async def score(self, request: RewardRequest) -> RewardResponse:
+    async def score(self, request: RewardRequest, route: str = "/reward") -> RewardResponse:
         profile = self.profile(request.profile)
         prepared = [prepare(i, item, profile) for i, item in enumerate(request.items)]
-        self.metrics.items.labels("/reward").inc(len(prepared))
+        self.metrics.items.labels(route).inc(len(prepared))
 
         need = [p for p in prepared if p.decided_by == "backends"]
         pairs = {self.judge_key(p): p for p in need}
@@ -231,8 +230,5 @@ class RewardScorer:
 
     def _observe(self, results: list[RewardResult]) -> None:
         for name in COMPONENTS:
-            hist = self._component_hists[name]
-            for r in results:
-                value = getattr(r, name)
-                if value is not None:
-                    hist.observe(value)
+            values = [v for v in (getattr(r, name) for r in results) if v is not None]
+            self.metrics.reward_component.observe_many(name, values)
