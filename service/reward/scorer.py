@@ -138,9 +138,12 @@ class RewardScorer:
         prepared = [prepare(i, item, profile) for i, item in enumerate(request.items)]
         self.metrics.items.labels(route).inc(len(prepared))
 
-        need = [p for p in prepared if p.decided_by == "backends"]
-        pairs = {self.judge_key(p): p for p in need}
-        texts = {self.embed_key(t): t for p in need for t in (p.answer, p.reference)}
+        # Keys once per item that needs the backends: (judge key, answer embed key, reference embed key).
+        keys = {i: (self.judge_key(p), self.embed_key(p.answer), self.embed_key(p.reference))
+                for i, p in enumerate(prepared) if p.decided_by == "backends"}
+        pairs = {jk: prepared[i] for i, (jk, _, _) in keys.items()}
+        texts = {k: t for i, (_, ak, rk) in keys.items() for k, t in ((ak, prepared[i].answer),
+                                                                       (rk, prepared[i].reference))}
 
         cached = await self.cache.lookup({"judge": list(pairs), "embed": list(texts)})
         verdicts = {k: Verdict.decode(v) for k, v in zip(pairs, cached["judge"], strict=True) if v is not None}
@@ -160,10 +163,9 @@ class RewardScorer:
         )
 
         results = []
-        for p in prepared:
-            if p.decided_by == "backends":
-                jk = self.judge_key(p)
-                ak, rk = self.embed_key(p.answer), self.embed_key(p.reference)
+        for i, p in enumerate(prepared):
+            if i in keys:
+                jk, ak, rk = keys[i]
                 results.append(self._compose(p, profile, verdicts[jk], float(np.dot(vectors[ak], vectors[rk])),
                                              CacheFlags(judge=jk in judge_hit,
                                                         embed=ak in embed_hit and rk in embed_hit)))
