@@ -8,6 +8,7 @@ caller as MedixUnavailable, never as a reward of 0.
 from __future__ import annotations
 
 import asyncio
+import itertools
 import random
 import time
 from collections.abc import Iterator, Sequence
@@ -99,6 +100,20 @@ class _Base:
         self.backoff = backoff
         self.max_items = max_items
 
+    def _settle(self, result: httpx.Response | httpx.TransportError, attempt: int) -> dict[str, Any] | float:
+        """One attempt's result: the reply's JSON when done, else the wait before the next attempt.
+        Raises what the server said (or the connection error) when it is final or no attempt is left."""
+        last = attempt >= self.retries
+        if isinstance(result, httpx.TransportError):
+            if last:
+                raise MedixUnavailable(0, "connection_error", repr(result)) from result
+            return _retry_after(None, attempt, self.backoff)
+        if result.status_code < 400:
+            return result.json()
+        if result.status_code not in RETRY_STATUSES or last:
+            raise _error(result)
+        return _retry_after(result, attempt, self.backoff)
+
 
 class MedixClient(_Base):
     def __init__(self, base_url: str | None = None, api_key: str | None = None, *, timeout: float = 600,
@@ -116,20 +131,14 @@ class MedixClient(_Base):
         self._http.close()
 
     def _post(self, path: str, body: dict[str, Any]) -> dict[str, Any]:
-        resp: httpx.Response | None = None
-        for attempt in range(self.retries + 1):
+        for attempt in itertools.count():
             try:
-                resp = self._http.post(path, json=body)
+                outcome = self._settle(self._http.post(path, json=body), attempt)
             except httpx.TransportError as exc:
-                if attempt == self.retries:
-                    raise MedixUnavailable(0, "connection_error", repr(exc)) from exc
-                time.sleep(_retry_after(None, attempt, self.backoff))
-                continue
-            if resp.status_code < 400:
-                return resp.json()
-            if resp.status_code not in RETRY_STATUSES or attempt == self.retries:
-                raise _error(resp)
-            time.sleep(_retry_after(resp, attempt, self.backoff))
+                outcome = self._settle(exc, attempt)
+            if isinstance(outcome, dict):
+                return outcome
+            time.sleep(outcome)
         raise AssertionError("unreachable")
 
     def reward(self, items: Sequence[dict[str, Any]], profile: str | None = None) -> list[RewardScore]:
@@ -163,20 +172,14 @@ class AsyncMedixClient(_Base):
         await self._http.aclose()
 
     async def _post(self, path: str, body: dict[str, Any]) -> dict[str, Any]:
-        resp: httpx.Response | None = None
-        for attempt in range(self.retries + 1):
+        for attempt in itertools.count():
             try:
-                resp = await self._http.post(path, json=body)
+                outcome = self._settle(await self._http.post(path, json=body), attempt)
             except httpx.TransportError as exc:
-                if attempt == self.retries:
-                    raise MedixUnavailable(0, "connection_error", repr(exc)) from exc
-                await asyncio.sleep(_retry_after(None, attempt, self.backoff))
-                continue
-            if resp.status_code < 400:
-                return resp.json()
-            if resp.status_code not in RETRY_STATUSES or attempt == self.retries:
-                raise _error(resp)
-            await asyncio.sleep(_retry_after(resp, attempt, self.backoff))
+                outcome = self._settle(exc, attempt)
+            if isinstance(outcome, dict):
+                return outcome
+            await asyncio.sleep(outcome)
         raise AssertionError("unreachable")
 
     async def reward(self, items: Sequence[dict[str, Any]], profile: str | None = None) -> list[RewardScore]:

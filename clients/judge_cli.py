@@ -137,19 +137,16 @@ def markdown_table(summary: dict[str, Any], invalid: int, unjudged: int) -> str:
 
 
 async def _judge_batches(client: AsyncMedixClient, batches: list[list[PredictionLine]], rounds: int,
-                         concurrency: int, output: Path, progress: Progress, warn: Callable[[str], None]) -> int:
-    """Judge batches concurrently; append each batch's results as it lands. Returns items left unjudged."""
+                         concurrency: int, output: Path, progress: Progress, warn: Callable[[str], None]) -> None:
+    """Judge batches concurrently; append each batch's results as it lands. A failed batch writes nothing."""
     slots = asyncio.Semaphore(concurrency)
-    unjudged = 0
     with output.open("a") as out:
         async def one(batch: list[PredictionLine]) -> None:
-            nonlocal unjudged
             async with slots:
                 try:
                     results = await client.judge([b.model_dump(exclude_none=True) for b in batch], rounds=rounds)
                 except MedixError as exc:
                     warn(f"batch of {len(batch)} starting at id {batch[0].id!r} failed: {exc}")
-                    unjudged += len(batch)
                     return
             _append(out, (r.model_dump(exclude_none=True) for r in results))
             progress.advance(len(batch))
@@ -157,7 +154,6 @@ async def _judge_batches(client: AsyncMedixClient, batches: list[list[Prediction
         async with asyncio.TaskGroup() as group:  # an unexpected error stops every batch, as a kill would
             for b in batches:
                 group.create_task(one(b))
-    return unjudged
 
 
 @app.command()
@@ -190,9 +186,9 @@ def run(
     batches = [todo[i:i + batch_size] for i in range(0, len(todo), batch_size)]
     progress = Progress(len(todo), "judging")
 
-    async def go() -> int:
+    async def go() -> None:
         async with AsyncMedixClient(url, api_key, max_items=batch_size) as client:
-            return await _judge_batches(client, batches, rounds, concurrency, output, progress, warn)
+            await _judge_batches(client, batches, rounds, concurrency, output, progress, warn)
 
     try:
         if batches:

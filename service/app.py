@@ -101,6 +101,7 @@ def build_app(settings: Settings | None = None, *, judge: JudgeBackend | None = 
             cpu.pin_service(cores)
         await embedder.start()
         judge_slots = asyncio.Semaphore(settings.judge_concurrency)
+        judge_policy = RetryPolicy(settings.judge_retries, settings.judge_backoff_s, settings.judge_timeout_s)
         judge_breaker = CircuitBreaker("judge", failures=settings.breaker_failures, open_s=settings.breaker_open_s,
                                        metrics=metrics)
         embed_breaker = CircuitBreaker("embed", failures=settings.breaker_failures, open_s=settings.breaker_open_s,
@@ -111,7 +112,7 @@ def build_app(settings: Settings | None = None, *, judge: JudgeBackend | None = 
         app.state.scorer = RewardScorer(
             judge=judge, embedder=embedder, cache=cache, metrics=metrics,
             prompt=load_prompt(settings.judge_prompt_file),
-            judge_policy=RetryPolicy(settings.judge_retries, settings.judge_backoff_s, settings.judge_timeout_s),
+            judge_policy=judge_policy,
             embed_policy=RetryPolicy(settings.embed_retries, settings.judge_backoff_s, settings.embed_timeout_s),
             judge_concurrency=settings.judge_concurrency, judge_max_tokens=settings.judge_max_tokens,
             judge_top_logprobs=settings.judge_top_logprobs, retry_after_s=settings.retry_after_s,
@@ -120,7 +121,7 @@ def build_app(settings: Settings | None = None, *, judge: JudgeBackend | None = 
         )
         app.state.evaluator = Evaluator(
             judge=judge, cache=cache, metrics=metrics,
-            policy=RetryPolicy(settings.judge_retries, settings.judge_backoff_s, settings.judge_timeout_s),
+            policy=judge_policy,
             judge_slots=judge_slots, retry_after_s=settings.retry_after_s, task_rubrics=settings.judge_task_rubrics,
             breaker=judge_breaker,
         )
