@@ -20,9 +20,9 @@ from typing import Any
 import httpx
 import numpy as np
 
+from clients.datasets import DEFAULT_MIX, grpo_batch, read_jsonl
 from service import cpu
 from service.backends.base import Completion
-from service.datasets import DEFAULT_MIX, grpo_batch, read_jsonl
 from service.metrics import Metrics
 from service.protocol import RewardRequest
 from service.reward import rules

@@ -3,12 +3,27 @@
 from __future__ import annotations
 
 import json
+import shutil
+import subprocess
+import sys
 from pathlib import Path
 from typing import Annotated
 
 import typer
 
 app = typer.Typer(help="GRPO over HTTP with the MediX reward service.", add_completion=False)
+
+
+def local_model() -> str:
+    """The local SmolLM2-135M folder, built by the service's own `medix-reward models prepare` command (the
+    trainer uses the service's command-line contract, not its code)."""
+    exe = shutil.which("medix-reward") or str(Path(sys.executable).parent / "medix-reward")
+    try:
+        done = subprocess.run([exe, "models", "prepare"], capture_output=True, text=True, check=True)
+    except (OSError, subprocess.CalledProcessError) as exc:
+        raise typer.BadParameter(f"no --model given and `medix-reward models prepare` failed: {exc}",
+                                 param_hint="--model") from exc
+    return str(json.loads(done.stdout.strip().splitlines()[-1])["judge"])
 
 
 @app.command()
@@ -30,10 +45,7 @@ def main(
     from trainer.grpo import TrainOptions, train
 
     if model is None:
-        from service.models import prepare_judge
-        from service.settings import Settings
-
-        model = str(prepare_judge(Settings().local_judge_dir))
+        model = local_model()
     out = train(TrainOptions(model=model, data=data, output_dir=output_dir, reward_url=reward_url, api_key=api_key,
                              max_steps=max_steps, num_generations=num_generations, batch_size=batch_size,
                              learning_rate=learning_rate, max_completion_length=max_completion_length, limit=limit,

@@ -5,7 +5,7 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
-from service.datasets import modality_tag, read_jsonl
+from clients.datasets import modality_tag, read_jsonl
 
 SYSTEM_PROMPT = (
     "You answer questions about medical images and cases. First name the image modality as a tag such as "

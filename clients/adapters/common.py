@@ -1,12 +1,11 @@
-"""What every adapter shares: turning a framework's sample into a /reward item."""
+"""What every adapter shares: turning a framework's sample into a /reward item, and a result into a score dict."""
 
 from __future__ import annotations
 
 from typing import Any
 
 from clients.client import MedixClient
-
-COMPONENTS = ("format", "accuracy_llm", "accuracy_embed", "modality")
+from clients.contract import COMPONENTS
 
 
 def text_of(message: Any) -> str:
@@ -22,15 +21,6 @@ def text_of(message: Any) -> str:
     if isinstance(message, dict):
         return str(message.get("content", ""))
     return str(message)
-
-
-def ground_truth(answer: Any, modality: Any = None) -> Any:
-    """A dataset's reference (and optional modality column) in a form /reward accepts."""
-    if isinstance(answer, dict):
-        return answer
-    if modality:
-        return {"answer": str(answer), "modality": str(modality)}
-    return str(answer)
 
 
 def component_means(results: list[Any]) -> dict[str, float]:
@@ -51,3 +41,10 @@ def shared_client(url: str | None = None, api_key: str | None = None) -> MedixCl
     if key not in _clients:
         _clients[key] = MedixClient(url, api_key)
     return _clients[key]
+
+
+def score_dict(r: Any, overall_key: str = "overall") -> dict[str, float]:
+    """A result as the flat numeric dict trainers log: a null modality (no modality in the label) is 0 here,
+    since frameworks average every key and cannot hold a null."""
+    return {overall_key: r.overall, **{name: (getattr(r, name) if getattr(r, name) is not None else 0.0)
+                                       for name in COMPONENTS}}

@@ -9,7 +9,8 @@ from __future__ import annotations
 
 from typing import Any
 
-from clients.adapters.common import ground_truth, shared_client
+from clients.adapters.common import score_dict, shared_client
+from clients.contract import ground_truth
 
 
 def compute_score(reward_inputs: list[dict[str, Any]], url: str | None = None, api_key: str | None = None,
@@ -20,6 +21,4 @@ def compute_score(reward_inputs: list[dict[str, Any]], url: str | None = None, a
                                                                                      x.get("modality"))}
              for i, x in enumerate(reward_inputs)]
     results = shared_client(url, api_key).reward(items, profile)
-    return [{"overall": r.overall, "format": r.format, "accuracy_llm": r.accuracy_llm,
-             "accuracy_embed": r.accuracy_embed, "modality": r.modality if r.modality is not None else 0.0}
-            for r in results]
+    return [score_dict(r) for r in results]

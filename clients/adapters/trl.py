@@ -8,8 +8,9 @@ from __future__ import annotations
 
 from typing import Any, Literal
 
-from clients.adapters.common import component_means, ground_truth, text_of
+from clients.adapters.common import component_means, text_of
 from clients.client import AsyncMedixClient, MedixUnavailable
+from clients.contract import ground_truth
 
 
 class MedixReward:

@@ -6,8 +6,8 @@ from __future__ import annotations
 
 from typing import Any
 
-from clients.adapters.common import ground_truth as to_ground_truth
-from clients.adapters.common import shared_client
+from clients.adapters.common import score_dict, shared_client
+from clients.contract import ground_truth as to_ground_truth
 
 
 def _item(i: int, solution: str, gt: Any, extra: dict[str, Any] | None) -> dict[str, Any]:
@@ -16,17 +16,12 @@ def _item(i: int, solution: str, gt: Any, extra: dict[str, Any] | None) -> dict[
             "question": extra.get("question")}
 
 
-def _as_dict(r: Any) -> dict[str, Any]:
-    return {"score": r.overall, "format": r.format, "accuracy_llm": r.accuracy_llm,
-            "accuracy_embed": r.accuracy_embed, "modality": r.modality if r.modality is not None else 0.0}
-
-
 def compute_score(data_source: str, solution_str: str, ground_truth: Any, extra_info: dict[str, Any] | None = None,
                   **kwargs: Any) -> dict[str, Any]:
     """verl's per-sample form (NaiveRewardManager)."""
     client = shared_client(kwargs.get("url"), kwargs.get("api_key"))
     (r,) = client.reward([_item(0, solution_str, ground_truth, extra_info)])
-    return _as_dict(r)
+    return score_dict(r, "score")
 
 
 def compute_score_batch(data_sources: list[str], solution_strs: list[str], ground_truths: list[Any],
@@ -34,4 +29,4 @@ def compute_score_batch(data_sources: list[str], solution_strs: list[str], groun
     """verl's batch form (BatchRewardManager): one request for the whole batch."""
     extras = extra_infos or [None] * len(solution_strs)
     items = [_item(i, s, g, e) for i, (s, g, e) in enumerate(zip(solution_strs, ground_truths, extras, strict=True))]
-    return [_as_dict(r) for r in shared_client(kwargs.get("url"), kwargs.get("api_key")).reward(items)]
+    return [score_dict(r, "score") for r in shared_client(kwargs.get("url"), kwargs.get("api_key")).reward(items)]

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from clients.contract import COMPONENTS
 from service.errors import InvalidRequest
 from service.protocol import OpenRLHFRequest, OpenRLHFResponse, RewardRequest, RewardResponse
 
@@ -39,6 +40,6 @@ def from_reward_response(resp: RewardResponse) -> OpenRLHFResponse:
     overall = [r.overall for r in resp.results]
     logs: dict[str, list[float | None]] = {
         name: [getattr(r, name) for r in resp.results]
-        for name in ("format", "accuracy_llm", "accuracy_embed", "modality")
+        for name in COMPONENTS
     }
     return OpenRLHFResponse(rewards=overall, scores=overall, extra_logs=logs)

@@ -9,6 +9,7 @@ from typing import Literal
 
 import numpy as np
 
+from clients.contract import SCORE_KEYS
 from service.backends.base import (
     Embedder,
     JudgeBackend,
@@ -33,8 +34,6 @@ from service.protocol import (
 from service.reward import rules
 from service.reward.profiles import PROFILES, Profile
 from service.reward.prompt import CHOICES, JudgePrompt, p_yes, read_verdict
-
-COMPONENTS = ("overall", "format", "accuracy_llm", "accuracy_embed", "modality")
 
 
 @dataclass(slots=True)
@@ -231,6 +230,6 @@ class RewardScorer:
         )
 
     def _observe(self, results: list[RewardResult]) -> None:
-        for name in COMPONENTS:
+        for name in SCORE_KEYS:
             values = [v for v in (getattr(r, name) for r in results) if v is not None]
             self.metrics.reward_component.observe_many(name, values)

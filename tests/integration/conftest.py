@@ -9,7 +9,7 @@ from dataclasses import dataclass
 import pytest
 import redis
 
-from service.datasets import read_jsonl
+from clients.datasets import read_jsonl
 from tests.integration.stack import DATA, Proc, start_judge_server, start_redis, start_service
 
 

@@ -14,8 +14,10 @@ from pathlib import Path
 import httpx
 from prometheus_client.parser import text_string_to_metric_families
 
+from clients.datasets import DATA_DIR
+
 ROOT = Path(__file__).resolve().parents[2]
-DATA = ROOT.parent / "shared" / "data"
+DATA = DATA_DIR
 BIN = str(Path(sys.executable).parent / "medix-reward")
 
 

@@ -7,7 +7,7 @@ import asyncio
 import pytest
 
 from clients.client import AsyncMedixClient, MedixClient, MedixError
-from service.datasets import grpo_batch
+from clients.datasets import grpo_batch
 
 pytestmark = pytest.mark.integration
 

@@ -11,7 +11,7 @@ import httpx
 import pytest
 
 from clients.client import MedixClient, MedixUnavailable
-from service.datasets import grpo_batch
+from clients.datasets import grpo_batch
 from tests.integration.stack import metric, start_judge_server, start_redis, start_service
 
 pytestmark = pytest.mark.integration

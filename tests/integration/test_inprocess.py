@@ -5,7 +5,7 @@ from __future__ import annotations
 import httpx
 import pytest
 
-from service.datasets import grpo_batch
+from clients.datasets import grpo_batch
 from tests.integration.stack import metric
 
 pytestmark = pytest.mark.integration

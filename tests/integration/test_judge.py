@@ -12,7 +12,7 @@ from pathlib import Path
 import httpx
 import pytest
 
-from service.datasets import read_jsonl
+from clients.datasets import read_jsonl
 from tests.integration.stack import DATA, metric
 
 pytestmark = pytest.mark.integration

@@ -9,7 +9,7 @@ import httpx
 import numpy as np
 import pytest
 
-from service.datasets import grpo_batch
+from clients.datasets import grpo_batch
 
 pytestmark = pytest.mark.integration
 CLIENTS, SECONDS = 16, 8.0

@@ -10,7 +10,7 @@ from urllib.parse import urlparse
 import httpx
 import pytest
 
-from service.datasets import grpo_batch
+from clients.datasets import grpo_batch
 from tests.integration.stack import ROOT, Proc, free_port, wait_http
 
 pytestmark = pytest.mark.integration

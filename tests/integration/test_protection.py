@@ -6,7 +6,7 @@ from __future__ import annotations
 import httpx
 import pytest
 
-from service.datasets import grpo_batch
+from clients.datasets import grpo_batch
 from tests.integration.stack import free_port, start_service
 
 pytestmark = pytest.mark.integration

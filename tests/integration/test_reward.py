@@ -6,7 +6,7 @@ import httpx
 import pytest
 import redis
 
-from service.datasets import grpo_batch
+from clients.datasets import grpo_batch
 from service.protocol import RewardRequest
 from service.reward import rules
 from service.reward.profiles import PROFILES

@@ -1,4 +1,5 @@
-"""Reading the shared medical QA files, and GRPO-shaped sample batches built from them (tests, bench, demos)."""
+"""The bundled medical QA sets (clients/data/, see SOURCES.md there), and GRPO-shaped sample batches built from
+them for tests, the benchmark and demos."""
 
 from __future__ import annotations
 
@@ -7,6 +8,13 @@ import random
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
+
+from clients.contract import ground_truth as wire_ground_truth
+
+DATA_DIR = Path(__file__).resolve().parent / "data"
+SLAKE = DATA_DIR / "slake_en_test.jsonl"
+PUBMEDQA = DATA_DIR / "pubmedqa_test.jsonl"
+MEDQA = DATA_DIR / "medqa_usmle_4opt_test.jsonl"
 
 # SLAKE's modality names -> the method's tags.
 SLAKE_MODALITY = {"CT": "CT_SCAN", "X-Ray": "X_RAY", "MRI": "MRI_SCAN"}
@@ -28,8 +36,7 @@ def modality_tag(row: dict[str, Any]) -> str | None:
 
 
 def ground_truth(row: dict[str, Any]) -> str | dict[str, Any]:
-    tag = modality_tag(row)
-    return f"<{tag}>{row['answer']}" if tag else {"answer": str(row["answer"]), "modality": None}
+    return wire_ground_truth(row["answer"], modality_tag(row))
 
 
 def _paraphrase(answer: str, rng: random.Random) -> str:
