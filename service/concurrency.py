@@ -6,7 +6,7 @@ import asyncio
 from collections.abc import Awaitable
 from typing import Any
 
-from service.errors import ClientDisconnected
+from service.exceptions import ClientDisconnected
 
 
 async def gather_or_cancel(*aws: Awaitable[Any]) -> list[Any]:

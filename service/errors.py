@@ -1,4 +1,4 @@
-"""Error kinds, their HTTP status, and the one handler that writes the one error shape."""
+"""The HTTP face of errors: each core error kind's status, and the handlers that write the one error shape."""
 
 from __future__ import annotations
 
@@ -11,58 +11,19 @@ from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
+from service.exceptions import BackendUnavailable, ClientDisconnected, InvalidRequest, Overloaded, ServiceError
 from service.protocol import ErrorDetail, ErrorResponse
 
 log = logging.getLogger("medix.errors")
 
 
-class MedixError(Exception):
-    status = 500
-    type = "internal_error"
-
-    def __init__(self, message: str, *, param: str | None = None, retry_after: int | None = None):
-        super().__init__(message)
-        self.message = message
-        self.param = param
-        self.retry_after = retry_after
-
-
-class InvalidRequest(MedixError):
-    status = 422
-    type = "invalid_request"
-
-
-class Unauthorized(MedixError):
-    status = 401
-    type = "unauthorized"
-
-
-class PayloadTooLarge(MedixError):
-    status = 413
-    type = "payload_too_large"
-
-
-class Overloaded(MedixError):
-    status = 429
-    type = "overloaded"
-
-
-class ClientDisconnected(MedixError):
-    """The client went away; its work was cancelled. Nobody reads the reply, the status is for metrics."""
-
-    status = 499
-    type = "client_closed"
-
-
-class BackendUnavailable(MedixError):
-    """A judge or embedder could not answer after its retries: never turned into a score."""
-
-    status = 503
-    type = "backend_unavailable"
-
-    def __init__(self, backend: str, message: str, *, retry_after: int | None = None):
-        super().__init__(f"{backend}: {message}", param=backend, retry_after=retry_after)
-        self.backend = backend
+# Each core error kind and the HTTP status and type it is answered with; the one place statuses are chosen.
+STATUS: dict[type[ServiceError], tuple[int, str]] = {
+    InvalidRequest: (422, "invalid_request"),
+    Overloaded: (429, "overloaded"),
+    ClientDisconnected: (499, "client_closed"),  # nobody reads it; the status is for metrics and logs
+    BackendUnavailable: (503, "backend_unavailable"),
+}
 
 
 def error_response(status: int, type_: str, message: str, param: str | None = None,
@@ -93,12 +54,13 @@ def _validation_message(err: dict[str, Any]) -> str:
 
 
 def install_error_handlers(app: FastAPI, retry_after_s: int) -> None:
-    @app.exception_handler(MedixError)
-    async def _medix(_: Request, exc: MedixError) -> JSONResponse:
-        retry = exc.retry_after if exc.retry_after is not None else (
-            retry_after_s if exc.status in (429, 503) else None
+    @app.exception_handler(ServiceError)
+    async def _core(_: Request, exc: ServiceError) -> JSONResponse:
+        status, type_ = next((v for k, v in STATUS.items() if isinstance(exc, k)), (500, "internal_error"))
+        retry = exc.retry_after_s if exc.retry_after_s is not None else (
+            retry_after_s if status in (429, 503) else None
         )
-        return error_response(exc.status, exc.type, exc.message, exc.param, retry)
+        return error_response(status, type_, exc.message, exc.param, retry)
 
     @app.exception_handler(RequestValidationError)
     async def _validation(_: Request, exc: RequestValidationError) -> JSONResponse:

@@ -6,7 +6,7 @@ from collections.abc import Iterable
 
 from fastapi import Request
 
-from service.errors import InvalidRequest, Overloaded
+from service.exceptions import InvalidRequest, Overloaded
 from service.security import RateLimiter
 from service.settings import Settings
 

@@ -10,7 +10,7 @@ from typing import Any
 
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
-from service.errors import PayloadTooLarge, error_response
+from service.errors import error_response
 from service.metrics import Metrics
 from service.security import KeyRing
 
@@ -115,7 +115,7 @@ class RequestGuard:
             scope["state"]["key_name"] = name
         length = _content_length(scope)
         if length is not None and length > self.max_body:
-            await self._refuse(scope, receive, send, 413, PayloadTooLarge.type,
+            await self._refuse(scope, receive, send, 413, "payload_too_large",
                                f"body of {length} bytes is over the limit of {self.max_body}", "body")
             return
         if self.inflight >= self.max_inflight:
@@ -125,7 +125,7 @@ class RequestGuard:
         if length is None:  # chunked: read it here, within the limit, and hand it on
             body, too_big = await self._read_limited(receive)
             if too_big:
-                await self._refuse(scope, receive, send, 413, PayloadTooLarge.type,
+                await self._refuse(scope, receive, send, 413, "payload_too_large",
                                    f"body is over the limit of {self.max_body} bytes", "body")
                 return
             receive = _replay(body, receive)

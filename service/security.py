@@ -11,7 +11,7 @@ import time
 from pathlib import Path
 from typing import Any
 
-from service.errors import Overloaded
+from service.exceptions import Overloaded
 
 log = logging.getLogger("medix.security")
 
@@ -120,4 +120,4 @@ class RateLimiter:
             wait = self._take_local(key, n)
         if wait > 0:
             raise Overloaded(f"rate limit of {self.rate:g} items/s for this key; {items} items need "
-                             f"{wait:.1f} s more", param="items", retry_after=max(1, math.ceil(wait)))
+                             f"{wait:.1f} s more", param="items", retry_after_s=max(1, math.ceil(wait)))

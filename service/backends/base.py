@@ -12,7 +12,7 @@ from typing import Any, Protocol, TypeVar
 import numpy as np
 
 from service.backends.breaker import CircuitBreaker
-from service.errors import BackendUnavailable
+from service.exceptions import BackendUnavailable
 from service.metrics import Metrics
 
 T = TypeVar("T")
@@ -123,7 +123,7 @@ async def call_backend(
                 continue
             except PermanentBackendError as exc:
                 metrics.backend_requests.labels(kind, "error").inc()
-                raise BackendUnavailable(kind, str(exc), retry_after=retry_after_s) from exc
+                raise BackendUnavailable(kind, str(exc), retry_after_s=retry_after_s) from exc
             finally:
                 metrics.backend_duration.labels(kind).observe(time.perf_counter() - start)
             metrics.backend_requests.labels(kind, "ok").inc()
@@ -134,4 +134,4 @@ async def call_backend(
         if breaker is not None:
             breaker.record(outcome if outcome is not None or not failed_attempts else False)
     raise BackendUnavailable(kind, f"unavailable after {policy.retries + 1} attempts: {last}",
-                             retry_after=retry_after_s)
+                             retry_after_s=retry_after_s)

@@ -7,7 +7,7 @@ import math
 import time
 from typing import Literal
 
-from service.errors import BackendUnavailable
+from service.exceptions import BackendUnavailable
 from service.metrics import Metrics
 
 State = Literal["closed", "open", "half_open"]
@@ -35,7 +35,7 @@ class CircuitBreaker:
         left = self.open_s - (time.monotonic() - self._opened_at)
         if left > 0:
             raise BackendUnavailable(self.kind, "circuit open after repeated failures",
-                                     retry_after=max(1, math.ceil(left)))
+                                     retry_after_s=max(1, math.ceil(left)))
         self._set("half_open")
 
     async def before_call(self, wait_s: float) -> None:
@@ -48,7 +48,7 @@ class CircuitBreaker:
                 await asyncio.wait_for(asyncio.shield(self._probe_done.wait()), wait_s)
             except TimeoutError:
                 raise BackendUnavailable(self.kind, "circuit half-open, the probe did not finish",
-                                         retry_after=1) from None
+                                         retry_after_s=1) from None
             if self.state == "open":
                 self._refuse_if_open()
         if self.state == "half_open":

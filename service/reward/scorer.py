@@ -20,7 +20,7 @@ from service.backends.base import (
 from service.backends.breaker import CircuitBreaker
 from service.cache import Cache
 from service.concurrency import Coalescer, gather_or_cancel
-from service.errors import InvalidRequest
+from service.exceptions import InvalidRequest
 from service.metrics import Metrics
 from service.protocol import (
     CacheFlags,

@@ -3,7 +3,7 @@ import asyncio
 import pytest
 
 from service.concurrency import Coalescer, cancel_on_disconnect, gather_or_cancel
-from service.errors import ClientDisconnected
+from service.exceptions import ClientDisconnected
 
 
 async def test_concurrent_callers_share_one_run():

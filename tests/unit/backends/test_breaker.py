@@ -5,7 +5,7 @@ import pytest
 
 from service.backends.base import RetryPolicy, TransientBackendError, call_backend
 from service.backends.breaker import CircuitBreaker
-from service.errors import BackendUnavailable
+from service.exceptions import BackendUnavailable
 from service.metrics import Metrics
 
 

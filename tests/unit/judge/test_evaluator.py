@@ -4,7 +4,7 @@ import pytest
 
 from service.backends.base import RetryPolicy
 from service.cache import Cache, MemoryStore
-from service.errors import BackendUnavailable
+from service.exceptions import BackendUnavailable
 from service.judge.evaluator import Evaluator
 from service.metrics import Metrics
 from service.protocol import JudgeRequest

@@ -1,0 +1,36 @@
+"""Errors the core raises. They say what went wrong and for which field; they know nothing of HTTP.
+
+`service/errors.py` maps each kind to its status and writes the one error shape.
+"""
+
+from __future__ import annotations
+
+
+class ServiceError(Exception):
+    """Base of the core's errors: a message for the caller and, where it applies, the field it concerns."""
+
+    def __init__(self, message: str, *, param: str | None = None, retry_after_s: int | None = None) -> None:
+        super().__init__(message)
+        self.message = message
+        self.param = param
+        self.retry_after_s = retry_after_s
+
+
+class InvalidRequest(ServiceError):
+    """The request (or the named field of it) cannot be scored as sent."""
+
+
+class Overloaded(ServiceError):
+    """Over a limit that frees up with time (rate limit, admission); `retry_after_s` says when to come back."""
+
+
+class ClientDisconnected(ServiceError):
+    """The client went away and its work was cancelled; nobody reads the reply."""
+
+
+class BackendUnavailable(ServiceError):
+    """A judge or embedder could not answer after its retries, or its circuit is open: never turned into a score."""
+
+    def __init__(self, backend: str, message: str, *, retry_after_s: int | None = None) -> None:
+        super().__init__(f"{backend}: {message}", param=backend, retry_after_s=retry_after_s)
+        self.backend = backend
