@@ -111,18 +111,20 @@ def build_app(settings: Settings | None = None, *, judge: JudgeBackend | None = 
                                         settings.cache_namespace)
         app.state.scorer = RewardScorer(
             judge=judge, embedder=embedder, cache=cache, metrics=metrics,
-            prompt=load_prompt(settings.judge_prompt_file),
+            prompt=load_prompt(settings.verdict_prompt_file),
             judge_policy=judge_policy,
-            embed_policy=RetryPolicy(settings.embed_retries, settings.judge_backoff_s, settings.embed_timeout_s),
-            judge_concurrency=settings.judge_concurrency, judge_max_tokens=settings.judge_max_tokens,
-            judge_top_logprobs=settings.judge_top_logprobs, retry_after_s=settings.retry_after_s,
-            max_answer_chars=settings.judge_max_answer_chars, default_profile=settings.default_profile,
+            embed_policy=RetryPolicy(settings.embed_retries, settings.embed_backoff_s, settings.embed_timeout_s),
+            judge_concurrency=settings.judge_concurrency, judge_max_tokens=settings.verdict_max_tokens,
+            judge_top_logprobs=settings.verdict_top_logprobs, retry_after_s=settings.retry_after_s,
+            max_answer_chars=settings.verdict_max_answer_chars, default_profile=settings.default_profile,
             judge_slots=judge_slots, judge_breaker=judge_breaker, embed_breaker=embed_breaker,
         )
         app.state.evaluator = Evaluator(
             judge=judge, cache=cache, metrics=metrics,
             policy=judge_policy,
-            judge_slots=judge_slots, retry_after_s=settings.retry_after_s, task_rubrics=settings.judge_task_rubrics,
+            judge_slots=judge_slots, retry_after_s=settings.retry_after_s, task_rubrics=settings.eval_task_rubrics,
+            max_tokens=settings.eval_max_tokens, parse_retries=settings.eval_parse_retries,
+            max_chars=settings.eval_max_chars,
             breaker=judge_breaker,
         )
         log.info("ready: judge=%s (%s) embed=%s (%s) cache=%s", judge.name, judge.model_id, embedder.name,

@@ -21,7 +21,7 @@ app.add_typer(models_app, name="models")
 @models_app.command("prepare")
 def models_prepare() -> None:
     """Build the local judge model folder (idempotent) and print {"judge": DIR, "embed": DIR}."""
-    from service.models import ModelPrepError, embed_model_dir, prepare_judge
+    from service.local_models import ModelPrepError, embed_model_dir, prepare_judge
 
     settings = Settings()
     try:
@@ -49,16 +49,22 @@ def configure_logging(settings: Settings) -> None:
 
 
 def settings_table() -> str:
-    """Every setting as a Markdown table row: variable, default, meaning."""
-    rows = ["| variable | default | meaning |", "| --- | --- | --- |"]
-    for name, field in Settings.model_fields.items():
-        if name == "model_dir":
-            default = "~/.cache/medix/models"
-        else:
-            default = field.get_default(call_default_factory=True)
-        shown = "unset" if default is None else ("" if default == [] else default)
-        rows.append(f"| `MEDIX_{name.upper()}` | `{shown}` | {field.description} |")
-    return "\n".join(rows) + "\n"
+    """Every setting, grouped by concern, as Markdown tables: variable, default, meaning; then the renamed ones."""
+    from service.settings import DEPRECATED_ENV, GROUPS
+
+    out = []
+    for title, names in GROUPS:
+        out += [f"### {title}", "", "| variable | default | meaning |", "| --- | --- | --- |"]
+        for name in names:
+            field = Settings.model_fields[name]
+            default = "~/.cache/medix/models" if name == "model_dir" else field.get_default(call_default_factory=True)
+            shown = "unset" if default is None else ("" if default == [] else default)
+            out.append(f"| `MEDIX_{name.upper()}` | `{shown}` | {field.description} |")
+        out.append("")
+    out += ["### Renamed (the old name still works and logs a deprecation warning)", "",
+            "| old variable | new variable |", "| --- | --- |"]
+    out += [f"| `{old}` | `MEDIX_{new.upper()}` |" for old, new in DEPRECATED_ENV.items()]
+    return "\n".join(out) + "\n"
 
 
 @app.command("settings")
@@ -82,7 +88,7 @@ def serve(
     settings = settings.model_copy(update=overrides)
     configure_logging(settings)
     if settings.judge_backend == "vllm" and not settings.judge_model:
-        from service.models import ModelPrepError, prepare_judge
+        from service.local_models import ModelPrepError, prepare_judge
 
         try:
             prepare_judge(settings.local_judge_dir)
@@ -103,7 +109,7 @@ def judge_server(
 ) -> None:
     """Start a local vLLM OpenAI-compatible server on the local judge model (pinned to MEDIX_ENGINE_CPUS)."""
     from service import cpu
-    from service.models import ModelPrepError, prepare_judge
+    from service.local_models import ModelPrepError, prepare_judge
 
     settings = Settings()
     try:

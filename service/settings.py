@@ -3,31 +3,87 @@
 from __future__ import annotations
 
 import json
+import logging
+import os
+import warnings
 from pathlib import Path
-from typing import Annotated, Literal
+from typing import Annotated, Any, Literal
 
 from pydantic import Field, SecretStr, field_validator
-from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
+from pydantic.fields import FieldInfo
+from pydantic_settings import BaseSettings, NoDecode, PydanticBaseSettingsSource, SettingsConfigDict
+
+log = logging.getLogger("medix.settings")
+
+# Renamed settings: the old variable keeps working, with a warning, until operators have moved.
+DEPRECATED_ENV = {
+    "MEDIX_JUDGE_PROMPT_FILE": "verdict_prompt_file",
+    "MEDIX_JUDGE_MAX_TOKENS": "verdict_max_tokens",
+    "MEDIX_JUDGE_TOP_LOGPROBS": "verdict_top_logprobs",
+    "MEDIX_JUDGE_MAX_ANSWER_CHARS": "verdict_max_answer_chars",
+    "MEDIX_JUDGE_TASK_RUBRICS": "eval_task_rubrics",
+}
 
 
 def _default_model_dir() -> Path:
     return Path.home() / ".cache" / "medix" / "models"
 
 
+class _DeprecatedEnv(PydanticBaseSettingsSource):
+    """Reads the old names of renamed settings; the new name wins when both are set."""
+
+    def get_field_value(self, field: FieldInfo, field_name: str) -> tuple[Any, str, bool]:
+        return None, field_name, False
+
+    def __call__(self) -> dict[str, Any]:
+        env = {k.upper(): v for k, v in os.environ.items()}
+        out: dict[str, Any] = {}
+        for old, name in DEPRECATED_ENV.items():
+            if old not in env:
+                continue
+            message = f"{old} is deprecated; use MEDIX_{name.upper()}"
+            warnings.warn(message, DeprecationWarning, stacklevel=2)
+            log.warning(message)
+            value: Any = env[old]
+            if name == "eval_task_rubrics":
+                value = json.loads(value)
+            out[name] = value
+        return out
+
+
 class Settings(BaseSettings):
+    """Grouped by concern (see GROUPS); the prefix of a name says what it configures: `judge_*` the judge
+    backend (server or engine), `verdict_*` the YES/NO question of /reward, `eval_*` the /judge evaluation,
+    `embed_*` the embedder, `redis_*`/`cache_*` the cache."""
+
     model_config = SettingsConfigDict(env_prefix="MEDIX_", env_file=None, extra="ignore")
+
+    @classmethod
+    def settings_customise_sources(
+        cls, settings_cls: type[BaseSettings], init_settings: PydanticBaseSettingsSource,
+        env_settings: PydanticBaseSettingsSource, dotenv_settings: PydanticBaseSettingsSource,
+        file_secret_settings: PydanticBaseSettingsSource,
+    ) -> tuple[PydanticBaseSettingsSource, ...]:
+        return init_settings, env_settings, _DeprecatedEnv(settings_cls), dotenv_settings, file_secret_settings
 
     # --- HTTP server -------------------------------------------------------------------------
     host: str = Field("127.0.0.1", description="Address `medix-reward serve` binds to.")
     port: int = Field(8000, description="Port `medix-reward serve` listens on.")
     log_level: str = Field("info", description="Log level of the service and uvicorn.")
+    log_json: bool = Field(True, description="One JSON log line per request (with its request id); no texts or keys.")
+    default_profile: str = Field("medix-r1", description="Reward profile used when a request names none.")
 
-    # --- Judge backend -------------------------------------------------------------------------
+    # --- Judge backend: the LLM server or in-process engine behind verdicts and /judge ----------------
     judge_backend: Literal["vllm", "openai"] = Field(
         "vllm", description="`vllm`: in-process vLLM engine (embedded default); `openai`: an OpenAI-compatible server."
     )
     judge_url: str | None = Field(
         None, description="Base URL of the OpenAI-compatible judge server, ending in /v1 (backend `openai`)."
+    )
+    judge_urls: Annotated[list[str], NoDecode] = Field(
+        default_factory=list,
+        description="Several judge replicas (base URLs ending in /v1): balanced round robin, failing over on "
+        "retries. Adds to MEDIX_JUDGE_URL.",
     )
     judge_model: str | None = Field(
         None,
@@ -40,15 +96,6 @@ class Settings(BaseSettings):
     judge_backoff_s: float = Field(0.2, ge=0, description="First retry delay; doubles each retry, with jitter.")
     judge_concurrency: int = Field(
         128, ge=1, description="Judge calls in flight at once, across all requests (the engine batches them)."
-    )
-    judge_max_tokens: int = Field(4, ge=1, description="Token budget of a YES/NO verdict.")
-    judge_top_logprobs: int = Field(10, ge=1, le=20, description="Top logprobs asked for to compute p(YES).")
-    judge_prompt_file: Path | None = Field(
-        None, description="A JSON file {version, system, user} replacing the built-in reward judge prompt."
-    )
-    judge_task_rubrics: dict[str, Literal["binary", "report"]] = Field(
-        default_factory=dict,
-        description='/judge: rubric by task name for items that name none, as JSON, e.g. {"mimic_cxr": "report"}.',
     )
     vllm_max_model_len: int = Field(2048, description="Context length of the in-process engine.")
     vllm_enforce_eager: bool = Field(
@@ -67,8 +114,28 @@ class Settings(BaseSettings):
         description="Move the service off `engine_cpus` (CPU hosts). Default: on with the in-process engine; "
         "set it when a CPU judge server runs on the same host.",
     )
-    judge_max_answer_chars: int = Field(4000, ge=16, description="Answers and references are cut to this "
-                                        "length in the judge prompt.")
+    # --- Reward verdict: the YES/NO question /reward asks the judge backend -------------------------------
+    verdict_prompt_file: Path | None = Field(
+        None, description="A JSON file {version, system, user} replacing the built-in YES/NO verdict prompt of "
+        "/reward (`user` must contain {answer} and {reference}, may use {question})."
+    )
+    verdict_max_tokens: int = Field(4, ge=1, description="Token budget of a YES/NO verdict.")
+    verdict_top_logprobs: int = Field(10, ge=1, le=20, description="Top logprobs asked for to compute p(YES).")
+    verdict_max_answer_chars: int = Field(
+        4000, ge=16, description="Answers and references are cut to this length in the verdict prompt."
+    )
+
+    # --- Evaluation: the reference-based judge behind /judge ---------------------------------------------
+    eval_task_rubrics: dict[str, Literal["binary", "report"]] = Field(
+        default_factory=dict,
+        description='Rubric by task name for /judge items that name none, as JSON, e.g. {"mimic_cxr": "report"}.',
+    )
+    eval_max_tokens: int = Field(24, ge=4, description="Token budget of one /judge round's JSON reply (doubled on "
+                                 "a parse retry).")
+    eval_parse_retries: int = Field(1, ge=0, description="Re-asks of a /judge round whose reply does not parse "
+                                    "before the item fails.")
+    eval_max_chars: int = Field(8000, ge=16, description="Question, reference and prediction are cut to this length "
+                                "in the /judge prompt.")
 
     # --- Embedding backend -----------------------------------------------------------------------
     embed_backend: Literal["sentence-transformers", "openai"] = Field(
@@ -88,6 +155,8 @@ class Settings(BaseSettings):
     )
     embed_timeout_s: float = Field(30.0, gt=0, description="Timeout of one embedding call, seconds.")
     embed_retries: int = Field(2, ge=0, description="Retries after a failed embedding call.")
+    embed_backoff_s: float = Field(0.2, ge=0, description="First embedding retry delay; doubles each retry, "
+                                   "with jitter.")
 
     # --- Cache ---------------------------------------------------------------------------------
     redis_url: str | None = Field(None, description="Redis URL; unset gives the in-process LRU cache.")
@@ -101,6 +170,8 @@ class Settings(BaseSettings):
     max_items_per_request: int = Field(4096, ge=1, description="More items than this: 422.")
     max_body_bytes: int = Field(32 * 1024 * 1024, ge=1024, description="Bigger request bodies: 413.")
     max_inflight_requests: int = Field(64, ge=1, description="Scoring requests at once; past it: 429.")
+    max_text_chars: int = Field(20_000, ge=16, description="Longest response, answer or prediction text; "
+                                "longer: 422.")
     retry_after_s: int = Field(2, ge=1, description="`Retry-After` seconds sent with 429 and 503.")
 
     # --- Protection ----------------------------------------------------------------------------
@@ -117,22 +188,13 @@ class Settings(BaseSettings):
         None, gt=0, description="Per-key rate limit in items per second (token bucket, shared through Redis)."
     )
     rate_limit_burst: int = Field(4096, ge=1, description="Token bucket size: items a key may send at once.")
-    max_text_chars: int = Field(20_000, ge=16, description="Longest response, answer or prediction text; "
-                                "longer: 422.")
     breaker_failures: int = Field(5, ge=1, description="Consecutive failed backend calls that open its circuit.")
     breaker_open_s: float = Field(10.0, gt=0, description="How long an open circuit refuses calls before a probe.")
-    judge_urls: Annotated[list[str], NoDecode] = Field(
-        default_factory=list,
-        description="Several judge replicas (base URLs ending in /v1): balanced round robin, failing over on "
-        "retries. Adds to MEDIX_JUDGE_URL.",
-    )
-    log_json: bool = Field(True, description="One JSON log line per request (with its request id); no texts or keys.")
 
     # --- Models on disk ------------------------------------------------------------------------
     model_dir: Path = Field(
         default_factory=_default_model_dir, description="Where `models prepare` writes the local judge model."
     )
-    default_profile: str = Field("medix-r1", description="Reward profile used when a request names none.")
 
     @field_validator("api_keys", "judge_urls", mode="before")
     @classmethod
@@ -151,3 +213,24 @@ class Settings(BaseSettings):
     @property
     def local_judge_dir(self) -> Path:
         return self.model_dir / "smollm2-135m-instruct"
+
+
+# The settings by concern, in the order of the documentation (a unit test checks that each field is in one group).
+GROUPS: tuple[tuple[str, tuple[str, ...]], ...] = (
+    ("HTTP server", ("host", "port", "log_level", "log_json", "default_profile")),
+    ("Judge backend (server or in-process engine)",
+     ("judge_backend", "judge_url", "judge_urls", "judge_model", "judge_api_key", "judge_timeout_s", "judge_retries",
+      "judge_backoff_s", "judge_concurrency", "vllm_max_model_len", "vllm_enforce_eager", "vllm_memory_fraction",
+      "engine_cpus", "pin_service")),
+    ("Reward verdict (/reward's YES/NO question)",
+     ("verdict_prompt_file", "verdict_max_tokens", "verdict_top_logprobs", "verdict_max_answer_chars")),
+    ("Evaluation (/judge)", ("eval_task_rubrics", "eval_max_tokens", "eval_parse_retries", "eval_max_chars")),
+    ("Embedder", ("embed_backend", "embed_model", "embed_url", "embed_api_key", "embed_device", "embed_batch_size",
+                  "embed_max_wait_ms", "embed_timeout_s", "embed_retries", "embed_backoff_s")),
+    ("Cache", ("redis_url", "redis_timeout_s", "redis_down_s", "cache_namespace", "cache_ttl_s", "cache_max_entries")),
+    ("Limits", ("max_items_per_request", "max_body_bytes", "max_inflight_requests", "max_text_chars",
+                "retry_after_s")),
+    ("Protection", ("api_keys", "api_keys_file", "metrics_key", "rate_limit_items_per_s", "rate_limit_burst",
+                    "breaker_failures", "breaker_open_s")),
+    ("Models on disk", ("model_dir",)),
+)

@@ -2,11 +2,13 @@ from pathlib import Path
 
 from service.settings import Settings
 
-README = (Path(__file__).resolve().parents[2] / "README.md").read_text()
+ROOT = Path(__file__).resolve().parents[2]
+README = (ROOT / "README.md").read_text()
+CONFIG = (ROOT / "docs" / "configuration.md").read_text()
 
 
-def test_every_setting_is_documented_in_the_readme():
-    missing = [f"MEDIX_{n.upper()}" for n in Settings.model_fields if f"`MEDIX_{n.upper()}`" not in README]
+def test_every_setting_is_documented():
+    missing = [f"MEDIX_{n.upper()}" for n in Settings.model_fields if f"`MEDIX_{n.upper()}`" not in CONFIG]
     assert not missing, missing
 
 
@@ -14,7 +16,14 @@ def test_readme_starts_with_the_two_commands():
     assert README.index("make run") < README.index("make test") < README.index("curl")
 
 
-def test_readme_settings_table_is_the_generated_one():
+def test_configuration_tables_are_the_generated_ones():
     from service.cli import settings_table
 
-    assert settings_table() in README
+    assert settings_table() in CONFIG
+
+
+def test_every_linked_document_exists():
+    import re
+
+    for target in re.findall(r"\]\(((?:docs|clients|deploy)/[^)#]+)", README):
+        assert (ROOT / target).exists(), target
