@@ -9,9 +9,9 @@ from dataclasses import dataclass
 from service.backends.base import JudgeBackend, RetryPolicy, call_backend
 from service.backends.breaker import CircuitBreaker
 from service.cache import Cache
-from service.concurrency import Coalescer, gather_or_cancel
 from service.judge import prompts, rubric
 from service.judge.prompts import Rubric
+from service.memo import Memo
 from service.metrics import Metrics
 from service.protocol import ErrorDetail, JudgeItem, JudgeRequest, JudgeResponse, JudgeResult, JudgeSummary
 
@@ -60,7 +60,7 @@ class Evaluator:
         self._max_tokens = max_tokens
         self._parse_retries = parse_retries
         self._max_chars = max_chars
-        self._running = Coalescer()
+        self._memo: Memo[Judged | UnparseableReply] = Memo(Judged.encode, Judged.decode)
         self._breaker = breaker
 
     def case(self, item: JudgeItem) -> Case:
@@ -78,16 +78,13 @@ class Evaluator:
         keys = [self.key(c, request.rounds) for c in cases]
         distinct = dict(zip(keys, cases, strict=True))
 
-        cached_raw = (await self.cache.lookup({"judge": list(distinct)}))["judge"]
-        done: dict[str, Judged | UnparseableReply] = {
-            k: Judged.decode(v) for k, v in zip(distinct, cached_raw, strict=True) if v is not None}
+        raw = (await self.cache.lookup({"judge": list(distinct)}))["judge"]
+        done: dict[str, Judged | UnparseableReply] = dict(self._memo.hits(distinct, raw))
         hits = set(done)
-        todo = {k: c for k, c in distinct.items() if k not in done}
-        outcomes = await gather_or_cancel(*(self._running.run(k, lambda c=c: self._judge_case(c, request.rounds))
-                                            for k, c in todo.items()))
-        done.update(zip(todo, outcomes, strict=True))
-        await self.cache.store_many({k: v.encode() for k, v in done.items()
-                                     if k in todo and isinstance(v, Judged)})
+        fresh = await self._memo.compute({k: c for k, c in distinct.items() if k not in done},
+                                         lambda c: self._judge_case(c, request.rounds))
+        done.update(fresh)
+        await self.cache.store_many(self._memo.encoded({k: v for k, v in fresh.items() if isinstance(v, Judged)}))
 
         results = []
         for i, (item, case, key) in enumerate(zip(request.items, cases, keys, strict=True)):

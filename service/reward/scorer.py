@@ -19,8 +19,9 @@ from service.backends.base import (
 )
 from service.backends.breaker import CircuitBreaker
 from service.cache import Cache
-from service.concurrency import Coalescer, gather_or_cancel
+from service.concurrency import gather_or_cancel
 from service.exceptions import InvalidRequest
+from service.memo import Memo
 from service.metrics import Metrics
 from service.protocol import (
     CacheFlags,
@@ -102,7 +103,7 @@ class RewardScorer:
         self._embed_policy = embed_policy
         # Shared with /judge so that the two routes together stay within the judge's concurrency.
         self._judge_slots = judge_slots or asyncio.Semaphore(judge_concurrency)
-        self._judging = Coalescer()
+        self._verdicts: Memo[Verdict] = Memo(Verdict.encode, Verdict.decode)
         self._judge_breaker, self._embed_breaker = judge_breaker, embed_breaker
         self._max_tokens = judge_max_tokens
         self._top_logprobs = judge_top_logprobs
@@ -145,21 +146,19 @@ class RewardScorer:
                                                                        (rk, prepared[i].reference))}
 
         cached = await self.cache.lookup({"judge": list(pairs), "embed": list(texts)})
-        verdicts = {k: Verdict.decode(v) for k, v in zip(pairs, cached["judge"], strict=True) if v is not None}
+        verdicts = self._verdicts.hits(pairs, cached["judge"])
         vectors = {k: np.frombuffer(v, dtype=np.float32) for k, v in zip(texts, cached["embed"], strict=True)
                    if v is not None}
         judge_hit, embed_hit = set(verdicts), set(vectors)
 
-        todo_pairs = {k: p for k, p in pairs.items() if k not in verdicts}
-        todo_texts = {k: t for k, t in texts.items() if k not in vectors}
         new_verdicts, new_vectors = await gather_or_cancel(
-            self._judge_all(todo_pairs), self._embed_all(todo_texts)
+            self._verdicts.compute({k: p for k, p in pairs.items() if k not in verdicts}, self._judge_one),
+            self._embed_all({k: t for k, t in texts.items() if k not in vectors}),
         )
         verdicts.update(new_verdicts)
         vectors.update(new_vectors)
-        await self.cache.store_many(
-            {k: v.encode() for k, v in new_verdicts.items()} | {k: v.tobytes() for k, v in new_vectors.items()}
-        )
+        await self.cache.store_many(self._verdicts.encoded(new_verdicts)
+                                    | {k: v.tobytes() for k, v in new_vectors.items()})
 
         results = []
         for i, p in enumerate(prepared):
@@ -188,11 +187,6 @@ class RewardScorer:
         async with self._judge_slots:
             return await call_backend("judge", attempt, self._judge_policy, self.metrics, self._retry_after,
                                       self._judge_breaker)
-
-    async def _judge_all(self, pairs: dict[str, Prepared]) -> dict[str, Verdict]:
-        found = await gather_or_cancel(*(self._judging.run(k, lambda p=p: self._judge_one(p))
-                                         for k, p in pairs.items()))
-        return dict(zip(pairs, found, strict=True))
 
     async def _embed_all(self, texts: dict[str, str]) -> dict[str, np.ndarray]:
         if not texts:
