@@ -1,11 +1,12 @@
-"""The app factory: settings in, a FastAPI app out; the lifespan opens and closes the backends."""
+"""The app factory: `build_app` makes the app (routes, errors, guard); `init_app_state` opens what it serves with."""
 
 from __future__ import annotations
 
 import asyncio
 import logging
 from collections.abc import AsyncIterator
-from contextlib import asynccontextmanager
+from contextlib import AsyncExitStack, asynccontextmanager
+from typing import Any
 
 from fastapi import FastAPI
 
@@ -78,63 +79,71 @@ def make_keyring(settings: Settings) -> KeyRing:
     return KeyRing(named)
 
 
+async def init_app_state(state: Any, settings: Settings, metrics: Metrics, closing: AsyncExitStack, *,
+                         judge: JudgeBackend | None = None, embedder: Embedder | None = None,
+                         cache_store: CacheStore | None = None) -> None:
+    """Open the backends and cache, and put the scorer, evaluator and rate limiter on `state`.
+
+    Everything opened is registered on `closing`. Backends given here replace the ones the settings describe.
+    """
+    cores = cpu.engine_cores(settings.engine_cpus)
+    in_process = settings.judge_backend == "vllm"
+    if in_process:
+        cpu.prepare_engine_env(cores)
+    judge = judge or make_judge(settings)
+    embedder = embedder or make_embedder(settings, metrics)
+    cache = make_cache(settings, metrics, cache_store)
+    closing.push_async_callback(cache.close)
+    closing.push_async_callback(judge.close)
+    await judge.start()
+    # After the engine's processes exist, so that they keep their own cores.
+    if settings.pin_service if settings.pin_service is not None else in_process:
+        cpu.pin_service(cores)
+    closing.push_async_callback(embedder.close)
+    await embedder.start()
+
+    judge_slots = asyncio.Semaphore(settings.judge_concurrency)
+    judge_policy = RetryPolicy(settings.judge_retries, settings.judge_backoff_s, settings.judge_timeout_s)
+    judge_breaker, embed_breaker = (
+        CircuitBreaker(kind, failures=settings.breaker_failures, open_s=settings.breaker_open_s, metrics=metrics)
+        for kind in ("judge", "embed"))
+    redis_client = cache.store.client if isinstance(cache.store, RedisStore) else None
+    state.limiter = RateLimiter(settings.rate_limit_items_per_s, settings.rate_limit_burst, redis_client,
+                                settings.cache_namespace)
+    state.scorer = RewardScorer(
+        judge=judge, embedder=embedder, cache=cache, metrics=metrics,
+        prompt=load_prompt(settings.verdict_prompt_file),
+        judge_policy=judge_policy,
+        embed_policy=RetryPolicy(settings.embed_retries, settings.embed_backoff_s, settings.embed_timeout_s),
+        judge_concurrency=settings.judge_concurrency, judge_max_tokens=settings.verdict_max_tokens,
+        judge_top_logprobs=settings.verdict_top_logprobs, retry_after_s=settings.retry_after_s,
+        max_answer_chars=settings.verdict_max_answer_chars, default_profile=settings.default_profile,
+        judge_slots=judge_slots, judge_breaker=judge_breaker, embed_breaker=embed_breaker,
+    )
+    state.evaluator = Evaluator(
+        judge=judge, cache=cache, metrics=metrics, policy=judge_policy, judge_slots=judge_slots,
+        retry_after_s=settings.retry_after_s, task_rubrics=settings.eval_task_rubrics,
+        max_tokens=settings.eval_max_tokens, parse_retries=settings.eval_parse_retries,
+        max_chars=settings.eval_max_chars, breaker=judge_breaker,
+    )
+    log.info("ready: judge=%s (%s) embed=%s (%s) cache=%s", judge.name, judge.model_id, embedder.name,
+             embedder.model_id, cache.store.name)
+
+
 def build_app(settings: Settings | None = None, *, judge: JudgeBackend | None = None,
               embedder: Embedder | None = None, cache_store: CacheStore | None = None,
               metrics: Metrics | None = None) -> FastAPI:
-    """Build the app. Backends given here replace the ones the settings describe (tests, embedding)."""
+    """The app: routes, error handlers and the request guard. Its state (backends, scorer, evaluator) is made by
+    `init_app_state` when the lifespan starts, and closed when it ends."""
     settings = settings or Settings()
     metrics = metrics or Metrics()
-    given_judge, given_embedder = judge, embedder
 
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
-        cores = cpu.engine_cores(settings.engine_cpus)
-        in_process = settings.judge_backend == "vllm"
-        if in_process:
-            cpu.prepare_engine_env(cores)
-        judge = given_judge or make_judge(settings)
-        embedder = given_embedder or make_embedder(settings, metrics)
-        cache = make_cache(settings, metrics, cache_store)
-        await judge.start()
-        # After the engine's processes exist, so that they keep their own cores.
-        if settings.pin_service if settings.pin_service is not None else in_process:
-            cpu.pin_service(cores)
-        await embedder.start()
-        judge_slots = asyncio.Semaphore(settings.judge_concurrency)
-        judge_policy = RetryPolicy(settings.judge_retries, settings.judge_backoff_s, settings.judge_timeout_s)
-        judge_breaker = CircuitBreaker("judge", failures=settings.breaker_failures, open_s=settings.breaker_open_s,
-                                       metrics=metrics)
-        embed_breaker = CircuitBreaker("embed", failures=settings.breaker_failures, open_s=settings.breaker_open_s,
-                                       metrics=metrics)
-        redis_client = cache.store.client if isinstance(cache.store, RedisStore) else None
-        app.state.limiter = RateLimiter(settings.rate_limit_items_per_s, settings.rate_limit_burst, redis_client,
-                                        settings.cache_namespace)
-        app.state.scorer = RewardScorer(
-            judge=judge, embedder=embedder, cache=cache, metrics=metrics,
-            prompt=load_prompt(settings.verdict_prompt_file),
-            judge_policy=judge_policy,
-            embed_policy=RetryPolicy(settings.embed_retries, settings.embed_backoff_s, settings.embed_timeout_s),
-            judge_concurrency=settings.judge_concurrency, judge_max_tokens=settings.verdict_max_tokens,
-            judge_top_logprobs=settings.verdict_top_logprobs, retry_after_s=settings.retry_after_s,
-            max_answer_chars=settings.verdict_max_answer_chars, default_profile=settings.default_profile,
-            judge_slots=judge_slots, judge_breaker=judge_breaker, embed_breaker=embed_breaker,
-        )
-        app.state.evaluator = Evaluator(
-            judge=judge, cache=cache, metrics=metrics,
-            policy=judge_policy,
-            judge_slots=judge_slots, retry_after_s=settings.retry_after_s, task_rubrics=settings.eval_task_rubrics,
-            max_tokens=settings.eval_max_tokens, parse_retries=settings.eval_parse_retries,
-            max_chars=settings.eval_max_chars,
-            breaker=judge_breaker,
-        )
-        log.info("ready: judge=%s (%s) embed=%s (%s) cache=%s", judge.name, judge.model_id, embedder.name,
-                 embedder.model_id, cache.store.name)
-        try:
+        async with AsyncExitStack() as closing:
+            await init_app_state(app.state, settings, metrics, closing, judge=judge, embedder=embedder,
+                                 cache_store=cache_store)
             yield
-        finally:
-            await embedder.close()
-            await judge.close()
-            await cache.close()
 
     app = FastAPI(
         title="MediX reward service",
