@@ -1,25 +1,12 @@
 """The HTTP layer (errors, limits, ops routes) over fake backends; the real stack is in tests/integration."""
 
 import asyncio
-from contextlib import asynccontextmanager
 
-import httpx
 import pytest
 
-from service.app import build_app
-from service.settings import Settings
-from tests.unit.fakes import FakeEmbedder, FakeJudge
+from tests.unit.fakes import FakeJudge
 
 GOOD = {"response": "<X_RAY><thinking>t</thinking><answer>edema</answer>", "ground_truth": "<X_RAY>Pneumonia"}
-
-
-@asynccontextmanager
-async def client(judge=None, embedder=None, **settings):
-    s = Settings(judge_retries=0, judge_backoff_s=0, engine_cpus="", **settings)
-    app = build_app(s, judge=judge or FakeJudge(), embedder=embedder or FakeEmbedder())
-    async with app.router.lifespan_context(app):
-        async with httpx.AsyncClient(transport=httpx.ASGITransport(app=app), base_url="http://t") as c:
-            yield c
 
 
 def assert_error_shape(resp, status, param=None):
@@ -31,8 +18,8 @@ def assert_error_shape(resp, status, param=None):
     return body["error"]
 
 
-async def test_reward_ok():
-    async with client() as c:
+async def test_reward_ok(app_client):
+    async with app_client() as c:
         r = await c.post("/reward", json={"items": [GOOD]})
     assert r.status_code == 200
     assert set(r.json()["results"][0]) >= {"id", "overall", "format", "accuracy_llm", "accuracy_embed", "modality"}
@@ -52,26 +39,26 @@ async def test_reward_ok():
         ({"items": [GOOD], "profile": "unknown"}, "profile"),
     ],
 )
-async def test_invalid_requests_name_the_field(body, param):
-    async with client() as c:
+async def test_invalid_requests_name_the_field(body, param, app_client):
+    async with app_client() as c:
         err = assert_error_shape(await c.post("/reward", json=body), 422, param)
     assert param in err["message"]
 
 
-async def test_malformed_json_is_422_in_the_error_shape():
-    async with client() as c:
+async def test_malformed_json_is_422_in_the_error_shape(app_client):
+    async with app_client() as c:
         r = await c.post("/reward", content=b'{"items": [', headers={"content-type": "application/json"})
     assert assert_error_shape(r, 422)["type"] == "invalid_json"
 
 
-async def test_too_many_items_is_422_and_big_body_is_413():
-    async with client(max_items_per_request=3, max_body_bytes=2048) as c:
+async def test_too_many_items_is_422_and_big_body_is_413(app_client):
+    async with app_client(max_items_per_request=3, max_body_bytes=2048) as c:
         assert_error_shape(await c.post("/reward", json={"items": [GOOD] * 4}), 422, "items")
         assert_error_shape(await c.post("/reward", json={"items": [GOOD] * 30}), 413, "body")
 
 
-async def test_judge_outage_is_503_with_retry_after_and_no_results():
-    async with client(judge=FakeJudge(fail=True), retry_after_s=7) as c:
+async def test_judge_outage_is_503_with_retry_after_and_no_results(app_client):
+    async with app_client(judge=FakeJudge(fail=True), retry_after_s=7) as c:
         r = await c.post("/reward", json={"items": [GOOD]})
         ready = await c.get("/readyz")
     err = assert_error_shape(r, 503, "judge")
@@ -80,13 +67,13 @@ async def test_judge_outage_is_503_with_retry_after_and_no_results():
     assert_error_shape(ready, 503, "judge")
 
 
-async def test_overload_is_429_with_retry_after():
+async def test_overload_is_429_with_retry_after(app_client):
     class SlowJudge(FakeJudge):
         async def complete(self, *a, **k):
             await asyncio.sleep(0.3)
             return await super().complete(*a, **k)
 
-    async with client(judge=SlowJudge(), max_inflight_requests=1) as c:
+    async with app_client(judge=SlowJudge(), max_inflight_requests=1) as c:
         first = asyncio.create_task(c.post("/reward", json={"items": [GOOD]}))
         await asyncio.sleep(0.1)
         second = await c.post("/reward", json={"items": [GOOD]})
@@ -95,8 +82,8 @@ async def test_overload_is_429_with_retry_after():
     assert second.headers["retry-after"]
 
 
-async def test_ops_routes_and_metric_names():
-    async with client() as c:
+async def test_ops_routes_and_metric_names(app_client):
+    async with app_client() as c:
         assert (await c.get("/healthz")).json()["status"] == "ok"
         ready = await c.get("/readyz")
         assert ready.status_code == 200 and set(ready.json()["components"]) == {"judge", "embed", "cache"}
@@ -111,8 +98,8 @@ async def test_ops_routes_and_metric_names():
     assert 'medix_requests_total{route="/reward",status="200"} 1.0' in text
 
 
-async def test_api_keys_guard_scoring_routes_only():
-    async with client(api_keys=["k-a", "k-b"], metrics_key="m-key") as c:
+async def test_api_keys_guard_scoring_routes_only(app_client):
+    async with app_client(api_keys=["k-a", "k-b"], metrics_key="m-key") as c:
         missing = await c.post("/reward", json={"items": [GOOD]})
         assert_error_shape(missing, 401, "authorization")
         assert missing.headers["www-authenticate"] == "Bearer"
@@ -124,9 +111,9 @@ async def test_api_keys_guard_scoring_routes_only():
         assert (await c.get("/metrics", headers={"Authorization": "Bearer m-key"})).status_code == 200
 
 
-async def test_one_keys_flood_does_not_starve_another():
+async def test_one_keys_flood_does_not_starve_another(app_client):
     keys = {"a": {"Authorization": "Bearer k-a"}, "b": {"Authorization": "Bearer k-b"}}
-    async with client(api_keys=["k-a", "k-b"], rate_limit_items_per_s=1, rate_limit_burst=4) as c:
+    async with app_client(api_keys=["k-a", "k-b"], rate_limit_items_per_s=1, rate_limit_burst=4) as c:
         flood = [await c.post("/reward", json={"items": [GOOD] * 2}, headers=keys["a"]) for _ in range(4)]
         assert [r.status_code for r in flood] == [200, 200, 429, 429]
         assert_error_shape(flood[2], 429, "items")
@@ -137,8 +124,8 @@ async def test_one_keys_flood_does_not_starve_another():
     assert "medix_rate_limited_total 2.0" in text
 
 
-async def test_request_id_is_accepted_echoed_or_made():
-    async with client() as c:
+async def test_request_id_is_accepted_echoed_or_made(app_client):
+    async with app_client() as c:
         given = await c.post("/reward", json={"items": [GOOD]}, headers={"X-Request-Id": "trainer-7.step-3"})
         made = await c.get("/healthz")
         bad = await c.get("/healthz", headers={"X-Request-Id": "no spaces\tor tabs"})
@@ -146,7 +133,7 @@ async def test_request_id_is_accepted_echoed_or_made():
     assert len(made.headers["x-request-id"]) == 32 and bad.headers["x-request-id"] != "no spaces\tor tabs"
 
 
-async def test_text_over_the_limit_is_422_naming_it():
+async def test_text_over_the_limit_is_422_naming_it(app_client):
     long = dict(GOOD, response="x" * 100)
-    async with client(max_text_chars=80) as c:
+    async with app_client(max_text_chars=80) as c:
         assert_error_shape(await c.post("/reward", json={"items": [GOOD, long]}), 422, "items[1].response")

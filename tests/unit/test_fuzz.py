@@ -12,19 +12,12 @@ import pytest
 import schemathesis
 from hypothesis import HealthCheck, given, settings
 
-from service.app import build_app
-from service.bench import ServiceThread
-from service.settings import Settings
-from tests.integration.stack import free_port
-from tests.unit.fakes import FakeEmbedder, FakeJudge
-
 
 @pytest.fixture(scope="module")
-def base_url():
-    s = Settings(engine_cpus="", judge_retries=0, max_items_per_request=50, max_body_bytes=64 * 1024,
-                 max_text_chars=2000, log_json=False)
-    with ServiceThread(build_app(s, judge=FakeJudge(), embedder=FakeEmbedder()), free_port(), timeout_s=30) as svc:
-        yield svc.url
+def base_url(fake_app, served):
+    app = fake_app(max_items_per_request=50, max_body_bytes=64 * 1024, max_text_chars=2000, log_json=False)
+    with served(app) as url:
+        yield url
 
 
 def assert_no_5xx_and_one_shape(response) -> None:
