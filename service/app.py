@@ -109,7 +109,7 @@ async def init_app_state(state: Any, settings: Settings, metrics: Metrics, closi
         for kind in ("judge", "embed"))
     redis_client = cache.store.client if isinstance(cache.store, RedisStore) else None
     state.limiter = RateLimiter(settings.rate_limit_items_per_s, settings.rate_limit_burst, redis_client,
-                                settings.cache_namespace)
+                                settings.cache_namespace, down_s=settings.redis_down_s)
     state.scorer = RewardScorer(
         judge=judge, embedder=embedder, cache=cache, metrics=metrics,
         prompt=load_prompt(settings.verdict_prompt_file),

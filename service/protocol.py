@@ -2,11 +2,27 @@
 
 from __future__ import annotations
 
-from typing import Any, Literal
+import re
+from typing import Annotated, Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, field_validator
+from pydantic import AfterValidator, BaseModel, ConfigDict, Field, field_validator
 
 from service.reward.rules import GroundTruth, Modality, parse_ground_truth
+
+_SURROGATE = re.compile(r"[\ud800-\udfff]")
+
+
+def _valid_unicode(value: str) -> str:
+    # JSON may carry lone surrogates ("\ud800"); they cannot be encoded, hashed or sent to a backend.
+    m = _SURROGATE.search(value)
+    if m:
+        raise ValueError(f"contains a lone surrogate (U+{ord(m.group()):04X}) at character {m.start()}; "
+                         "send valid Unicode")
+    return value
+
+
+# Every text a client sends: valid Unicode. Lengths are checked at admission against MEDIX_MAX_TEXT_CHARS.
+Text = Annotated[str, AfterValidator(_valid_unicode)]
 
 
 class ErrorDetail(BaseModel):
@@ -21,18 +37,18 @@ class ErrorResponse(BaseModel):
 
 class GroundTruthObject(BaseModel):
     model_config = ConfigDict(extra="forbid")
-    answer: str
+    answer: Text
     modality: Modality | None = None
 
 
 class RewardItem(BaseModel):
     model_config = ConfigDict(extra="ignore")
-    id: str | None = Field(None, max_length=512, description="Echoed back; defaults to the item's index.")
-    response: str = Field(description="The sampled answer, e.g. `<X_RAY><thinking>…</thinking><answer>…</answer>`.")
-    ground_truth: str | GroundTruthObject = Field(
+    id: Text | None = Field(None, max_length=512, description="Echoed back; defaults to the item's index.")
+    response: Text = Field(description="The sampled answer, e.g. `<X_RAY><thinking>…</thinking><answer>…</answer>`.")
+    ground_truth: Text | GroundTruthObject = Field(
         description="`<TAG>answer` (e.g. `<X_RAY>Pneumonia`), a plain answer, or {answer, modality}."
     )
-    question: str | None = Field(None, description="Optional; used by judge prompts that ask for it.")
+    question: Text | None = Field(None, description="Optional; used by judge prompts that ask for it.")
 
     @field_validator("ground_truth")
     @classmethod
@@ -47,7 +63,7 @@ class RewardItem(BaseModel):
 
 class RewardRequest(BaseModel):
     items: list[RewardItem] = Field(min_length=1)
-    profile: str | None = Field(None, description="Reward profile; default `medix-r1`.")
+    profile: Text | None = Field(None, max_length=128, description="Reward profile; default `medix-r1`.")
 
 
 class CacheFlags(BaseModel):
@@ -96,11 +112,11 @@ class HealthResponse(BaseModel):
 # -- /judge ---------------------------------------------------------------------------------------------------
 class JudgeItem(BaseModel):
     model_config = ConfigDict(extra="ignore")
-    id: str = Field(max_length=512)
-    task: str = Field(min_length=1, max_length=128)
-    question: str = ""
-    reference: str = Field(min_length=1)
-    prediction: str
+    id: Text = Field(max_length=512)
+    task: Text = Field(min_length=1, max_length=128)
+    question: Text = ""
+    reference: Text = Field(min_length=1)
+    prediction: Text
     rubric: Literal["binary", "report"] | None = Field(
         None, description="`binary` (QA) or `report` (0-5); default from the task map, else `binary`."
     )
@@ -147,9 +163,9 @@ class JudgeResponse(BaseModel):
 # -- /get_reward (OpenRLHF's remote reward protocol) ----------------------------------------------------------
 class OpenRLHFRequest(BaseModel):
     model_config = ConfigDict(extra="ignore")
-    query: list[str] = Field(min_length=1, description="Prompt + response, as OpenRLHF sends them.")
-    prompts: list[str] | None = Field(None, description="The prompts, stripped from the front of each query.")
-    labels: list[str | GroundTruthObject] = Field(description="Ground truth per query.")
+    query: list[Text] = Field(min_length=1, description="Prompt + response, as OpenRLHF sends them.")
+    prompts: list[Text] | None = Field(None, description="The prompts, stripped from the front of each query.")
+    labels: list[Text | GroundTruthObject] = Field(description="Ground truth per query.")
 
 
 class OpenRLHFResponse(BaseModel):

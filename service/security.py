@@ -11,7 +11,7 @@ import time
 from pathlib import Path
 from typing import Any
 
-from service.exceptions import Overloaded
+from service.exceptions import InvalidRequest, Overloaded
 
 log = logging.getLogger("medix.security")
 
@@ -80,12 +80,17 @@ return tostring(wait)
 class RateLimiter:
     """Items per second per key. Uses Redis when given; falls back to a local bucket when Redis fails."""
 
-    def __init__(self, rate: float | None, burst: int, redis_client: Any = None, namespace: str = "medix") -> None:
+    def __init__(self, rate: float | None, burst: int, redis_client: Any = None, namespace: str = "medix",
+                 down_s: float = 2.0) -> None:
         self.rate, self.burst = rate, burst
         self._redis = redis_client
         self._ns = namespace
         self._local: dict[str, tuple[float, float]] = {}
         self._script: Any = redis_client.register_script(_BUCKET_LUA) if redis_client is not None else None
+        # After a Redis error the local bucket serves for a while, so a blackholed Redis does not add its
+        # timeout to every request.
+        self._down_s = down_s
+        self._redis_down_until = 0.0
 
     @property
     def enabled(self) -> bool:
@@ -108,13 +113,17 @@ class RateLimiter:
         """Take `items` tokens or raise 429 with the wait until they would be there."""
         if self.rate is None:
             return
-        n = float(min(items, self.burst))  # a batch bigger than the bucket waits for a full bucket
+        if items > self.burst:  # could never be admitted: say so instead of answering 429 forever
+            raise InvalidRequest(f"{items} items is more than this key's burst of {self.burst} items "
+                                 f"(rate limit {self.rate:g} items/s); split the batch", param="items")
+        n = float(items)
         wait: float
-        if self._script is not None:
+        if self._script is not None and time.monotonic() >= self._redis_down_until:
             try:
                 wait = float(await self._script(keys=[f"{self._ns}:rate:{key}"], args=[self.rate, self.burst, n]))
             except Exception as exc:
-                log.warning("rate limit via Redis failed, using the local bucket: %r", exc)
+                self._redis_down_until = time.monotonic() + self._down_s
+                log.warning("rate limit via Redis failed, using the local bucket for %.1f s: %r", self._down_s, exc)
                 wait = self._take_local(key, n)
         else:
             wait = self._take_local(key, n)

@@ -187,7 +187,8 @@ class Settings(BaseSettings):
     rate_limit_items_per_s: float | None = Field(
         None, gt=0, description="Per-key rate limit in items per second (token bucket, shared through Redis)."
     )
-    rate_limit_burst: int = Field(4096, ge=1, description="Token bucket size: items a key may send at once.")
+    rate_limit_burst: int = Field(4096, ge=1, description="Token bucket size: the most items a key may send at "
+                                  "once; a bigger request is refused with 422.")
     breaker_failures: int = Field(5, ge=1, description="Consecutive failed backend calls that open its circuit.")
     breaker_open_s: float = Field(10.0, gt=0, description="How long an open circuit refuses calls before a probe.")
 

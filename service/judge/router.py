@@ -17,7 +17,5 @@ ERRORS = {code: {"model": ErrorResponse} for code in (401, 413, 422, 429, 503)}
 async def judge(body: JudgeRequest, request: Request, evaluator: EvaluatorDep, settings: SettingsDep,
                 limiter: LimiterDep) -> JudgeResponse:
     """Reference-based LLM-as-judge: per item score and votes, and a per-task summary."""
-    await admit(request, settings, limiter, len(body.items), "items",
-                ((f"items[{i}].{f}", getattr(it, f)) for i, it in enumerate(body.items)
-                 for f in ("prediction", "reference", "question")))
+    await admit(request, settings, limiter, body, "items")
     return await cancel_on_disconnect(request.receive, evaluator.evaluate(body))

@@ -18,8 +18,8 @@ ERRORS = {code: {"model": ErrorResponse} for code in (401, 413, 422, 429, 503)}
 async def reward(body: RewardRequest, request: Request, scorer: ScorerDep, settings: SettingsDep,
                  limiter: LimiterDep) -> RewardResponse:
     """Score a batch of sampled answers with the composite reward; results in request order."""
-    await admit(request, settings, limiter, len(body.items), "items",
-                ((f"items[{i}].response", it.response) for i, it in enumerate(body.items)))
+    scorer.profile(body.profile)  # an unknown profile is refused before the rate limit is charged
+    await admit(request, settings, limiter, body, "items")
     return await cancel_on_disconnect(request.receive, scorer.score(body))
 
 
@@ -27,8 +27,7 @@ async def reward(body: RewardRequest, request: Request, scorer: ScorerDep, setti
 async def get_reward(body: OpenRLHFRequest, request: Request, scorer: ScorerDep, settings: SettingsDep,
                      limiter: LimiterDep) -> OpenRLHFResponse:
     """OpenRLHF's remote reward protocol: `--remote_rm_url http://host:port/get_reward`."""
-    await admit(request, settings, limiter, len(body.query), "query",
-                ((f"query[{i}]", q) for i, q in enumerate(body.query)))
-    scored = await cancel_on_disconnect(request.receive,
-                                        scorer.score(openrlhf.to_reward_request(body), route="/get_reward"))
+    reward_request = openrlhf.to_reward_request(body)  # mismatched lists and bad labels: 422 before charging
+    await admit(request, settings, limiter, body, "query")
+    scored = await cancel_on_disconnect(request.receive, scorer.score(reward_request, route="/get_reward"))
     return openrlhf.from_reward_response(scored)

@@ -4,7 +4,7 @@ import uuid
 import pytest
 import redis.asyncio as aioredis
 
-from service.exceptions import Overloaded
+from service.exceptions import InvalidRequest, Overloaded
 from service.security import KeyRing, RateLimiter, load_key_file
 
 
@@ -55,3 +55,28 @@ async def test_redis_failure_falls_back_to_the_local_bucket():
     await lim.take("k", 10)
     with pytest.raises(Overloaded):
         await lim.take("k", 10)
+
+
+async def test_a_request_bigger_than_the_burst_is_refused_not_waved_through():
+    lim = RateLimiter(rate=1, burst=10)
+    with pytest.raises(InvalidRequest) as e:
+        await lim.take("k", 4000)
+    assert e.value.param == "items" and "burst of 10" in e.value.message
+    await lim.take("k", 10)  # the refused request cost nothing
+
+
+async def test_a_failing_redis_is_skipped_for_its_down_window():
+    calls = 0
+
+    class Blackhole:
+        def register_script(self, _):
+            async def script(**_):
+                nonlocal calls
+                calls += 1
+                raise TimeoutError("blackholed")
+            return script
+
+    lim = RateLimiter(100, 100, Blackhole(), "x", down_s=60)
+    for _ in range(5):
+        await lim.take("k", 1)
+    assert calls == 1  # one timeout, then the local bucket until the window ends
