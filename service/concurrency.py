@@ -41,18 +41,27 @@ class Coalescer:
         return len(self._running)
 
     async def run(self, key: str, factory: Any) -> Any:
-        entry = self._running.get(key)
-        if entry is None:
-            task = asyncio.ensure_future(factory())
-            entry = self._running[key] = [task, 0]
-            task.add_done_callback(lambda t, k=key: self._forget(k, t))
-        entry[1] += 1
-        try:
-            return await asyncio.shield(entry[0])
-        finally:
-            entry[1] -= 1
-            if entry[1] == 0 and not entry[0].done():
-                entry[0].cancel()
+        while True:
+            entry = self._running.get(key)
+            if entry is None:
+                task = asyncio.ensure_future(factory())
+                entry = self._running[key] = [task, 0]
+                task.add_done_callback(lambda t, k=key: self._forget(k, t))
+            entry[1] += 1
+            try:
+                return await asyncio.shield(entry[0])
+            except asyncio.CancelledError:
+                me = asyncio.current_task()
+                if entry[0].cancelled() and me is not None and not me.cancelling():
+                    continue  # we joined a computation its last caller had just abandoned: start a new one
+                raise
+            finally:
+                entry[1] -= 1
+                if entry[1] == 0 and not entry[0].done():
+                    entry[0].cancel()
+                    # Forgotten at once: a caller arriving while it winds down must not join a dying task.
+                    if self._running.get(key) is entry:
+                        del self._running[key]
 
     def _forget(self, key: str, task: asyncio.Task[Any]) -> None:
         if self._running.get(key, [None])[0] is task:

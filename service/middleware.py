@@ -122,16 +122,17 @@ class RequestGuard:
             await self._refuse(scope, receive, send, 429, "overloaded", f"{self.inflight} requests in flight, the "
                                f"limit is {self.max_inflight}; retry later", None, self.retry_after)
             return
-        if length is None:  # chunked: read it here, within the limit, and hand it on
-            body, too_big = await self._read_limited(receive)
-            if too_big:
-                await self._refuse(scope, receive, send, 413, "payload_too_large",
-                                   f"body is over the limit of {self.max_body} bytes", "body")
-                return
-            receive = _replay(body, receive)
+        # Counted from here, while a chunked body is still arriving: slow uploads hold a slot like any request.
         self.inflight += 1
         self.metrics.inflight.inc()
         try:
+            if length is None:  # chunked: read it here, within the limit, and hand it on
+                body, too_big = await self._read_limited(receive)
+                if too_big:
+                    await self._refuse(scope, receive, send, 413, "payload_too_large",
+                                       f"body is over the limit of {self.max_body} bytes", "body")
+                    return
+                receive = _replay(body, receive)
             await self.app(scope, receive, send)
         finally:
             self.inflight -= 1

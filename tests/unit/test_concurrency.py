@@ -89,3 +89,35 @@ async def test_cancel_on_disconnect():
         return 7
 
     assert await cancel_on_disconnect(receive, quick()) == 7
+
+
+async def test_a_caller_arriving_while_an_abandoned_run_winds_down_gets_a_fresh_run():
+    # The race found in review: the last waiter leaves, the run is cancelled but takes a while to stop (it is
+    # inside a backend call), and a new request for the same key arrives meanwhile.
+    runs = 0
+
+    async def work():
+        nonlocal runs
+        runs += 1
+        try:
+            await asyncio.sleep(0.3)
+        except asyncio.CancelledError:
+            await asyncio.sleep(0.2)  # winding down
+            raise
+        return "verdict"
+
+    c = Coalescer()
+    with pytest.raises(TimeoutError):
+        await asyncio.wait_for(c.run("k", work), 0.05)  # a client with a short timeout
+    await asyncio.sleep(0.05)
+    assert await c.run("k", work) == "verdict" and runs == 2
+
+
+async def test_a_caller_cancelled_itself_is_still_cancelled():
+    c = Coalescer()
+    t = asyncio.create_task(c.run("k", lambda: asyncio.sleep(1)))
+    await asyncio.sleep(0.01)
+    t.cancel()
+    with pytest.raises(asyncio.CancelledError):
+        await t
+    assert len(c) == 0
