@@ -2,8 +2,11 @@
 
     medix-judge generate --dataset data.jsonl --model-url http://host:8000/v1 --model NAME --output preds.jsonl
     medix-judge run --input preds.jsonl --output results.jsonl --min-score 0.5 --markdown summary.md
+    medix-judge compare --baseline baseline/results.jsonl --candidate results.jsonl --max-drop 0.02
 
-Both are resumable: ids already in --output are skipped, and results are appended and flushed as they come.
+generate and run are resumable: ids already in --output are skipped, and results are appended and flushed as
+they come. Every score carries a 95% interval; compare pairs two runs by id and gates on a paired interval
+(the statistics are in clients/evaluation.py).
 """
 
 from __future__ import annotations
@@ -22,12 +25,15 @@ import typer
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
 
 from clients.client import AsyncMedixClient, MedixError
-from service.judge.rubric import summarise
+from clients.evaluation import CONFIDENCE, RESAMPLES, SEED, fmt, summarise
+from clients.evaluation import compare as compare_runs
 
 app = typer.Typer(help="CI evaluation with the MediX judge service.", no_args_is_help=True, add_completion=False)
 
 EXIT_BELOW_MIN = 1
 EXIT_UNJUDGED = 2
+EXIT_REGRESSION = 1  # compare: the candidate is worse by more than --max-drop with 95% confidence
+EXIT_UNPAIRED = 2  # compare: no id is scored in both runs
 
 
 class PredictionLine(BaseModel):
@@ -122,14 +128,24 @@ def _append(out: Any, records: Iterable[dict[str, Any]]) -> None:
     out.flush()
 
 
+def interval_text(low: float | None, high: float | None, method: str | None = None, signed: bool = False) -> str:
+    """`[0.4231, 0.6912] (wilson)`, or an em dash when there is no interval."""
+    if low is None or high is None:
+        return "—"
+    return f"[{fmt(low, signed=signed)}, {fmt(high, signed=signed)}]" + (f" ({method})" if method else "")
+
+
 def markdown_table(summary: dict[str, Any], invalid: int, unjudged: int) -> str:
-    lines = ["| task | n | score | failed |", "| --- | ---: | ---: | ---: |"]
+    level = f"{summary.get('confidence', CONFIDENCE):.0%}"
+    lines = [f"| task | n | score | {level} CI | failed |", "| --- | ---: | ---: | ---: | ---: |"]
     for task, t in summary["tasks"].items():
-        score = "—" if t["score"] is None else f"{t['score']:.4f}"
-        lines.append(f"| {task} | {t['n']} | {score} | {t['failed']} |")
-    overall = "—" if summary["overall"] is None else f"{summary['overall']:.4f}"
-    lines.append(f"| **overall** | {sum(t['n'] for t in summary['tasks'].values())} | **{overall}** | "
-                 f"{summary['failed']} |")
+        ci = interval_text(t.get("ci_low"), t.get("ci_high"), t.get("ci_method"))
+        lines.append(f"| {task} | {t['n']} | {fmt(t['score'])} | {ci} | {t['failed']} |")
+    ci = interval_text(summary.get("overall_ci_low"), summary.get("overall_ci_high"), summary.get("overall_ci_method"))
+    lines.append(f"| **overall** | {sum(t['n'] for t in summary['tasks'].values())} | **{fmt(summary['overall'])}** | "
+                 f"{ci} | {summary['failed']} |")
+    lines.append("")
+    lines.append("Overall = mean over tasks of each task's mean; failed items are left out of the means, not scored 0.")
     if invalid or unjudged:
         lines.append("")
         lines.append(f"{invalid} invalid input lines skipped; {unjudged} items left unjudged by errors.")
@@ -203,11 +219,14 @@ def run(
     s.update(invalid_lines=invalid, unjudged=unjudged_total)
 
     table = Table(title=f"MediX judge: {input.name}")
-    for col, just in (("task", "left"), ("n", "right"), ("score", "right"), ("failed", "right")):
+    for col, just in (("task", "left"), ("n", "right"), ("score", "right"), (f"{s['confidence']:.0%} CI", "right"),
+                      ("failed", "right")):
         table.add_column(col, justify=just)
     for task, t in s["tasks"].items():
-        table.add_row(task, str(t["n"]), "—" if t["score"] is None else f"{t['score']:.4f}", str(t["failed"]))
-    table.add_row("overall", str(len(records)), "—" if s["overall"] is None else f"{s['overall']:.4f}",
+        table.add_row(task, str(t["n"]), fmt(t["score"]), interval_text(t["ci_low"], t["ci_high"], t["ci_method"]),
+                      str(t["failed"]))
+    table.add_row("overall", str(len(records)), fmt(s["overall"]),
+                  interval_text(s["overall_ci_low"], s["overall_ci_high"], s["overall_ci_method"]),
                   str(s["failed"]), style="bold")
     Console(width=100).print(table)
     if invalid or unjudged_total:
@@ -221,6 +240,162 @@ def run(
     if min_score is not None and (s["overall"] is None or s["overall"] < min_score):
         warn(f"overall score {s['overall']} is under --min-score {min_score}")
         raise typer.Exit(EXIT_BELOW_MIN)
+
+
+def read_results(path: Path, warn: Callable[[str], None]) -> dict[str, dict[str, Any]]:
+    """A results file as id -> record, the last record per id (as `run --retry-failed` appends); lines that are
+    not a result (no id or task, a score that is neither a number nor null) are reported with their number."""
+    found: dict[str, dict[str, Any]] = {}
+    with path.open() as f:
+        for n, line in enumerate(f, start=1):
+            if not line.strip():
+                continue
+            try:
+                rec = json.loads(line)
+            except ValueError:
+                warn(f"{path}:{n}: not JSON, skipped")
+                continue
+            score = rec.get("score") if isinstance(rec, dict) else None
+            if (not isinstance(rec, dict) or rec.get("id") is None or not isinstance(rec.get("task"), str)
+                    or isinstance(score, bool) or not (score is None or isinstance(score, int | float))):
+                warn(f"{path}:{n}: not a result (id, task, score), skipped")
+                continue
+            found[str(rec["id"])] = rec
+    return found
+
+
+def _ids(ids: list[str], limit: int) -> str:
+    shown = ", ".join(ids[:limit])
+    return shown + (f", … (+{len(ids) - limit} more)" if len(ids) > limit else "")
+
+
+def compare_notes(c: dict[str, Any], limit: int) -> list[str]:
+    """What was left out of the pairing, one line per kind (the first `limit` ids of each)."""
+    notes = []
+    for key, what in (("only_in_baseline", "only in the baseline"), ("only_in_candidate", "only in the candidate"),
+                      ("failed_in_baseline", "failed (score null) in the baseline"),
+                      ("failed_in_candidate", "failed (score null) in the candidate")):
+        if c[key]:
+            notes.append(f"{len(c[key])} ids {what}, left out of the paired difference: {_ids(c[key], limit)}")
+    if c["mismatched"]:
+        ids = [m["id"] for m in c["mismatched"]]
+        notes.append(f"{len(ids)} ids with a different task or rubric in the two runs, left out: {_ids(ids, limit)}")
+    return notes
+
+
+def verdict_line(c: dict[str, Any], gated: bool) -> str:
+    """The verdict in one line: what, the overall difference with its interval and p, and the gate."""
+    o = c["overall"]
+    level = f"{c['confidence']:.0%}"
+    drop = c["max_drop"]
+    explain = {"regression": f"the candidate is worse by more than {drop:g} with {level} confidence",
+               "within tolerance": f"worse with {level} confidence, but not by more than {drop:g}",
+               "improvement": f"the candidate is better with {level} confidence",
+               "no significant change": f"the {level} interval includes no change",
+               "not enough pairs": "too few pairs for an interval"}[o["verdict"]]
+    gate = "" if gated else " (report only: no --max-drop)"
+    return (f"**Verdict: {o['verdict']}**{gate}: overall Δ {fmt(o['diff'], signed=True)} "
+            f"({level} CI {fmt(o['ci_low'], signed=True)} to {fmt(o['ci_high'], signed=True)}, p = {fmt(o['p_value'])}"
+            f", {o['pairs']} pairs); {explain}.")
+
+
+def compare_markdown(c: dict[str, Any], baseline: str, candidate: str, gated: bool, limit: int) -> str:
+    level = f"{c['confidence']:.0%}"
+    lines = [f"### MediX judge: `{candidate}` against `{baseline}`", "", verdict_line(c, gated), "",
+             f"| task | pairs | baseline | candidate | Δ | {level} CI | p | verdict |",
+             "| --- | ---: | ---: | ---: | ---: | ---: | ---: | --- |"]
+    rows = [*c["tasks"].items(), ("**overall**", c["overall"])]
+    for task, t in rows:
+        lines.append(f"| {task} | {t['pairs']} | {fmt(t['baseline'])} | {fmt(t['candidate'])} | "
+                     f"{fmt(t['diff'], signed=True)} | {interval_text(t['ci_low'], t['ci_high'], signed=True)} | "
+                     f"{fmt(t['p_value'])} | {t['verdict']} |")
+    lines += ["", f"Δ = candidate − baseline on the items scored in both runs; overall = mean over tasks. "
+              f"Interval: {c['interval_method']} ({c['resamples']} resamples, seed {c['seed']}). "
+              f"p: {c['p_value_method']}."]
+    notes = compare_notes(c, limit)
+    if notes:
+        lines += ["", *(f"- {n}" for n in notes)]
+    return "\n".join(lines) + "\n"
+
+
+@app.command()
+def compare(
+    baseline: Annotated[Path, typer.Option(exists=True, dir_okay=False, help="Results JSONL of the reference run.")],
+    candidate: Annotated[Path, typer.Option(exists=True, dir_okay=False, help="Results JSONL of the run tested.")],
+    max_drop: Annotated[float | None, typer.Option(
+        min=0.0, help="Gate: exit 1 when the upper end of the interval of candidate − baseline (overall) is below "
+                      "−X, i.e. the candidate is worse by more than X at the --confidence level (95%). Without it: "
+                      "report only.")
+    ] = None,
+    each_task: Annotated[bool, typer.Option(
+        help="With --max-drop, also exit 1 when any single task regresses (one test per task: more false alarms).")
+    ] = False,
+    markdown: Annotated[Path | None, typer.Option(help="Write the comparison as Markdown (a CI job summary).")] = None,
+    summary: Annotated[Path | None, typer.Option(help="Write the comparison JSON here (every unpaired id listed).")
+    ] = None,
+    seed: Annotated[int, typer.Option(help="Seed of the resampling; same seed, same numbers.")] = SEED,
+    resamples: Annotated[int, typer.Option(min=100, help="Bootstrap resamples and sign flips.")] = RESAMPLES,
+    confidence: Annotated[float, typer.Option(min=0.5, max=0.999, help="Level of the intervals.")] = CONFIDENCE,
+    show_ids: Annotated[int, typer.Option(min=0, help="Unpaired ids shown per kind (the JSON lists all).")] = 10,
+) -> None:
+    """Compare two `run` results files item by item: per task and overall, Δ = candidate − baseline with a
+    paired bootstrap interval and a p-value.
+
+    Items are paired by id. Ids in one run only, ids failed (score null) in either run, and ids whose task
+    differs between the runs are counted and listed, and left out of the paired difference (a different
+    task is also reported as an error line). Overall = mean over tasks of each task's mean difference.
+
+    Interval: percentile bootstrap, pairs resampled within each task. p-value: two-sided paired sign-flip
+    permutation test of "no difference" (each pair's two scores exchangeable): p = (1 + #{|T*| >= |T|}) /
+    (1 + resamples), T* the mean difference with each pair's sign flipped at random. Seeded: same files,
+    same --seed and --resamples, same numbers.
+
+    Verdicts: regression (interval entirely below −max-drop), within tolerance (below 0, not below
+    −max-drop), improvement (entirely above 0), no significant change.
+
+    Exit codes: 0 no regression (or no --max-drop); 1 regression of the overall score (or of any task with
+    --each-task) beyond --max-drop; 2 the runs cannot be paired (no id scored in both) or a file is missing.
+    """
+    from rich.console import Console
+    from rich.table import Table
+
+    def warn(msg: str) -> None:
+        print(msg, file=sys.stderr, flush=True)
+
+    c = compare_runs(read_results(baseline, warn), read_results(candidate, warn),
+                     max_drop=max_drop or 0.0, confidence=confidence, resamples=resamples, seed=seed)
+    for m in c["mismatched"]:
+        warn(f"error: id {m['id']!r}: task {m['baseline_task']!r} rubric {m['baseline_rubric']!r} in {baseline}, "
+             f"task {m['candidate_task']!r} rubric {m['candidate_rubric']!r} in {candidate}; left out")
+    if summary:
+        summary.write_text(json.dumps(c, indent=2))
+    if not c["pairable"]:
+        warn(f"cannot compare: no id is scored in both {baseline} ({c['baseline_items']} ids) and {candidate} "
+             f"({c['candidate_items']} ids)")
+        for note in compare_notes(c, show_ids):
+            warn(note)
+        raise typer.Exit(EXIT_UNPAIRED)
+
+    level = f"{confidence:.0%}"
+    table = Table(title=f"MediX judge: {candidate.name} against {baseline.name}")
+    for col in ("task", "pairs", "baseline", "candidate", "Δ", f"{level} CI", "p", "verdict"):
+        table.add_column(col, justify="left" if col in ("task", "verdict") else "right")
+    for task, t in [*c["tasks"].items(), ("overall", c["overall"])]:
+        table.add_row(task, str(t["pairs"]), fmt(t["baseline"]), fmt(t["candidate"]), fmt(t["diff"], signed=True),
+                      interval_text(t["ci_low"], t["ci_high"], signed=True), fmt(t["p_value"]), t["verdict"],
+                      style="bold" if task == "overall" else None)
+    console = Console(width=120)
+    console.print(table)
+    for note in compare_notes(c, show_ids):
+        console.print(note, markup=False, highlight=False)
+    gated = max_drop is not None
+    console.print(verdict_line(c, gated).replace("**", ""), markup=False, highlight=False)
+    if markdown:
+        markdown.write_text(compare_markdown(c, baseline.name, candidate.name, gated, show_ids))
+    regressed = c["verdict"] == "regression" or (each_task and any(
+        t["verdict"] == "regression" for t in c["tasks"].values()))
+    if gated and regressed:
+        raise typer.Exit(EXIT_REGRESSION)
 
 
 def question_text(row: dict[str, Any], question_field: str, options_field: str) -> str:

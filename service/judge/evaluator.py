@@ -6,6 +6,7 @@ import asyncio
 import json
 from dataclasses import dataclass
 
+from clients.evaluation import summarise
 from service.backends.base import JudgeBackend, RetryPolicy, call_backend
 from service.backends.breaker import CircuitBreaker
 from service.cache import Cache
@@ -99,7 +100,7 @@ class Evaluator:
                 id=item.id, task=item.task, rubric=case.rubric, score=score,
                 raw_score=raw if case.rubric == "report" else None, votes=out.votes,
                 replies=out.replies if request.explain else None, cached=key in hits))
-        summary = rubric.summarise(r.model_dump() for r in results)
+        summary = summarise((r.model_dump() for r in results), intervals=False)  # TaskSummary has no CI fields
         return JudgeResponse(results=results, summary=JudgeSummary.model_validate(summary),
                              judge_model=self.judge.model_id, prompt_version=prompts.PROMPT_VERSION)
 

@@ -1,12 +1,9 @@
-"""Pure functions of the evaluation judge: reasoning stripping, reply parsing, voting, summaries."""
+"""Pure functions of the judge: reasoning stripping, reply parsing, voting (summaries: clients.evaluation)."""
 
 from __future__ import annotations
 
 import json
 import re
-from collections import defaultdict
-from collections.abc import Iterable
-from typing import Any
 
 from service.judge.prompts import Rubric
 
@@ -43,23 +40,3 @@ def aggregate(votes: list[int], rubric: Rubric) -> tuple[float, float]:
         return s, s
     mean = sum(votes) / len(votes)
     return mean / 5.0, mean
-
-
-def summarise(results: Iterable[dict[str, Any]]) -> dict[str, Any]:
-    """Per task n, mean score over judged items and failed count; overall = mean over tasks with a score."""
-    per: dict[str, list[float]] = defaultdict(list)
-    failed: dict[str, int] = defaultdict(int)
-    for r in results:
-        if r.get("score") is None:
-            failed[r["task"]] += 1
-            per.setdefault(r["task"], [])
-        else:
-            per[r["task"]].append(float(r["score"]))
-    tasks = {
-        t: {"n": len(v) + failed[t], "judged": len(v), "failed": failed[t],
-            "score": sum(v) / len(v) if v else None}
-        for t, v in sorted(per.items())
-    }
-    scored = [t["score"] for t in tasks.values() if t["score"] is not None]
-    return {"tasks": tasks, "overall": sum(scored) / len(scored) if scored else None,
-            "failed": sum(failed.values())}

@@ -28,13 +28,3 @@ def test_binary_majority_and_report_mean():
     assert rubric.aggregate([1, 0, 0], "binary") == (0.0, 0.0)
     assert rubric.aggregate([1, 0], "binary") == (0.0, 0.0)  # a tie is not a majority
     assert rubric.aggregate([4, 5, 3], "report") == (pytest.approx(0.8), pytest.approx(4.0))
-
-
-def test_summary_arithmetic_counts_failures_apart():
-    s = rubric.summarise([
-        {"task": "a", "score": 1.0}, {"task": "a", "score": 0.0}, {"task": "a", "score": None},
-        {"task": "b", "score": 1.0}, {"task": "c", "score": None},
-    ])
-    assert s["tasks"]["a"] == {"n": 3, "judged": 2, "failed": 1, "score": 0.5}
-    assert s["tasks"]["c"] == {"n": 1, "judged": 0, "failed": 1, "score": None}
-    assert s["overall"] == pytest.approx(0.75) and s["failed"] == 2
