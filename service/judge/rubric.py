@@ -7,14 +7,19 @@ import re
 
 from service.judge.prompts import Rubric
 
-_REASONING_END = re.compile(r"</think(?:ing)?>", re.IGNORECASE)
+# The closing tags of a reasoning block, in the order the published evaluation tries them (case-sensitive).
+_REASONING_ENDS = ("</think>", "</thinking>")
 _JSON_OBJECT = re.compile(r"\{.*?\}", re.DOTALL)
 
 
 def strip_reasoning(prediction: str) -> str:
-    """Keep only the text after the last </think> or </thinking>, if there is one."""
-    parts = _REASONING_END.split(prediction)
-    return parts[-1].strip()
+    """As the published evaluation: after the last `</think>` if there is one, else after the last
+    `</thinking>` if there is one, else everything; then trimmed. Case-sensitive (`</THINK>` is kept)."""
+    for end in _REASONING_ENDS:
+        _, found, tail = prediction.rpartition(end)
+        if found:
+            return tail.strip()
+    return prediction.strip()
 
 
 def parse_score(reply: str, rubric: Rubric) -> int | None:

@@ -1,4 +1,7 @@
-"""Reward profiles: weights, thresholds and rule switches. `medix-r1` is the published method."""
+"""Reward profiles: weights, thresholds and rule switches. `medix-r1` is the published method.
+
+Side by side in docs/reward-rules.md.
+"""
 
 from __future__ import annotations
 
@@ -22,6 +25,9 @@ class Profile(BaseModel, frozen=True):
     # Rule 5 (anti reward hacking): answers shorter than this or containing any of these score 0.
     invalid_min_length: int = 2
     invalid_substrings: tuple[str, ...] = ("__", ":", "?")
+    # Rules 1-6 and 9: `published` is the published function, edge cases included; `strict` asks for exactly one
+    # thinking and one answer block, trims the spaces that dots uncover and compares modality lower-cased.
+    rule_set: Literal["published", "strict"] = "published"
 
     def public(self) -> dict[str, float]:
         return {**self.weights, "content": self.content_weight, "format": self.format_weight}
@@ -32,5 +38,6 @@ PROFILES: dict[str, Profile] = {
     for p in (
         Profile(name="medix-r1"),
         Profile(name="medix-r1-soft", judge_mode="soft", embed_mode="soft"),
+        Profile(name="medix-r1-strict", rule_set="strict"),
     )
 }

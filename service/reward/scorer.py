@@ -65,25 +65,22 @@ class Verdict:
 
 
 def prepare(index: int, item: RewardItem, profile: Profile) -> Prepared:
-    """Rules 1-6 and 9: everything that needs no backend."""
-    gt = item.parsed_ground_truth()
-    text = rules.normalise(item.response)
-    answer = rules.extract_answer(text)
-    if rules.is_invalid_answer(answer, profile.invalid_min_length, profile.invalid_substrings):
-        decided = "invalid"
-    elif answer == gt.answer:
-        decided = "exact"
-    else:
-        decided = "backends"
+    """Rules 1-6 and 9 under the profile's rule set (rules.settle): everything that needs no backend."""
+    settled = rules.settle(item.response, item.parsed_ground_truth(), profile)
     return Prepared(
         id=item.id if item.id is not None else str(index),
-        answer=answer,
-        reference=gt.answer,
+        answer=settled.answer,
+        reference=settled.reference,
         question=item.question,
-        format=rules.format_score(text),
-        modality=rules.modality_score(text, gt.modality),
-        decided_by=decided,
+        format=settled.format,
+        modality=settled.modality,
+        decided_by=settled.decided_by,
     )
+
+
+# Above this many characters of responses, the rules and key hashing of a batch run in a worker thread, so
+# that /healthz and other tenants' requests keep being served meanwhile.
+OFF_LOOP_CHARS = 200_000
 
 
 class RewardScorer:

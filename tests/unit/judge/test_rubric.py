@@ -6,7 +6,13 @@ from service.judge import rubric
 @pytest.mark.parametrize(
     ("prediction", "kept"),
     [("<think>hmm</think> Answer B", "Answer B"), ("<thinking>a</thinking>x<thinking>b</thinking> final", "final"),
-     ("no reasoning", "no reasoning"), ("<THINK>x</THINK>y", "y"), ("<think>unfinished", "<think>unfinished")],
+     ("no reasoning", "no reasoning"), ("<think>unfinished", "<think>unfinished"), ("  padded \n", "padded"),
+     ("a</think>b</think>\n c ", "c"),
+     # </think> wins over </thinking> wherever they stand: only when there is no </think> is </thinking> used.
+     ("x</think>kept</thinking>too", "kept</thinking>too"), ("x</thinking>y</think>z", "z"),
+     # Case-sensitive, as the published evaluation: other cases are not reasoning ends.
+     ("<THINK>x</THINK>y", "<THINK>x</THINK>y"), ("a</Thinking>b", "a</Thinking>b"),
+     ("a</THINKING>b</thinking> c", "c"), ("</think>", "")],
 )
 def test_strip_reasoning_keeps_text_after_the_last_close(prediction, kept):
     assert rubric.strip_reasoning(prediction) == kept

@@ -16,10 +16,22 @@ def test_p_yes_ignores_masked_tokens_and_falls_back_to_verdict():
     assert p_yes(None, "YES") == 1.0
 
 
-def test_read_verdict():
-    assert read_verdict(" yes\n") == "YES"
-    assert read_verdict("NO") == "NO"
-    assert read_verdict("maybe") is None
+@pytest.mark.parametrize(
+    ("reply", "verdict"),
+    [
+        (" yes\n", "YES"), ("NO", "NO"), ("no", "NO"),
+        # A judge that ignores structured outputs: YES anywhere (upper-cased) reads YES, as the published method.
+        ("Yes, the candidate is correct.", "YES"), ("The answer is YES", "YES"), ("No... well, yes", "YES"),
+        ("yesterday", "YES"),  # the published substring rule, kept as is
+        # NO only as a word.
+        ("No, it names another organ.", "NO"), ("Answer: NO.", "NO"), ("(no)", "NO"),
+        # Neither: an error for the caller to retry, never a silent NO (a backend failure must not become a 0).
+        ("maybe", None), ("", None), ("   ", None), ("NOT SURE", None), ("I don't know", None), ("NONE", None),
+        ("NO_ANSWER", None), ("NO2", None),
+    ],
+)
+def test_read_verdict(reply, verdict):
+    assert read_verdict(reply) == verdict
 
 
 def test_prompt_file_replaces_template_and_version(tmp_path):
