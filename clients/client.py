@@ -42,14 +42,17 @@ class MedixUnavailable(MedixError):
 
 
 class RewardScore(BaseModel):
+    """One /reward result. `error` is set (and `overall` null) when this item alone could not be scored."""
+
     model_config = ConfigDict(extra="allow")
     id: str
-    overall: float
+    overall: float | None
     format: float
-    accuracy_llm: float
-    accuracy_embed: float
+    accuracy_llm: float | None
+    accuracy_embed: float | None
     modality: float | None
     details: dict[str, Any] = {}
+    error: dict[str, Any] | None = None
 
 
 class JudgeScore(BaseModel):

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import asyncio
 import logging
 from collections.abc import AsyncIterator
 from contextlib import AsyncExitStack, asynccontextmanager
@@ -17,13 +16,15 @@ from service.cache import Cache, CacheStore, MemoryStore, RedisStore
 from service.errors import install_error_handlers
 from service.judge.evaluator import Evaluator
 from service.judge.router import router as judge_router
+from service.limits import Admission
 from service.metrics import Metrics
 from service.middleware import RequestGuard
 from service.ops import router as ops_router
 from service.reward.prompt import load_prompt
 from service.reward.router import router as reward_router
 from service.reward.scorer import RewardScorer
-from service.security import KeyRing, RateLimiter, load_key_file
+from service.scheduling import FairSlots
+from service.security import KeyRing, RateLimiter, load_key_file, load_key_weights
 from service.settings import Settings
 
 log = logging.getLogger("medix.app")
@@ -42,9 +43,12 @@ def make_judge(settings: Settings) -> JudgeBackend:
     from service.backends.judge_vllm import VLLMJudge
 
     model_dir = settings.judge_model or str(settings.local_judge_dir)
+    # For the hardware: vLLM's own `auto` would run a float32 checkpoint in bf16 even on a CPU that emulates it.
+    dtype, why = cpu.engine_dtype(settings.judge_dtype)
     return VLLMJudge(model_dir, max_model_len=settings.vllm_max_model_len,
                      enforce_eager=settings.vllm_enforce_eager, memory_fraction=settings.vllm_memory_fraction,
-                     served_name=None if settings.judge_model else "smollm2-135m-instruct")
+                     served_name=None if settings.judge_model else "smollm2-135m-instruct",
+                     dtype=dtype, dtype_reason=why)
 
 
 def make_embedder(settings: Settings, metrics: Metrics) -> Embedder:
@@ -70,6 +74,11 @@ def make_cache(settings: Settings, metrics: Metrics, store: CacheStore | None = 
                  else MemoryStore(settings.cache_max_entries))
     return Cache(store, namespace=settings.cache_namespace, ttl_s=settings.cache_ttl_s, metrics=metrics,
                  down_s=settings.redis_down_s)
+
+
+def key_weights(settings: Settings) -> dict[str, float]:
+    """Each key's share of the judge (the key file's `weight=`; 1 otherwise)."""
+    return load_key_weights(settings.api_keys_file) if settings.api_keys_file else {}
 
 
 def make_keyring(settings: Settings) -> KeyRing:
@@ -102,14 +111,20 @@ async def init_app_state(state: Any, settings: Settings, metrics: Metrics, closi
     closing.push_async_callback(embedder.close)
     await embedder.start()
 
-    judge_slots = asyncio.Semaphore(settings.judge_concurrency)
+    def slot_waited(tenant: str, seconds: float) -> None:
+        metrics.tenant_queue_wait.labels(tenant).observe(seconds)
+        metrics.phase_duration.labels("judge_queue").observe(seconds)
+
+    judge_slots = FairSlots(settings.judge_concurrency, weights=key_weights(settings), on_wait=slot_waited,
+                            on_depth=lambda tenant, depth: metrics.tenant_queue_depth.labels(tenant).set(depth))
     judge_policy = RetryPolicy(settings.judge_retries, settings.judge_backoff_s, settings.judge_timeout_s)
     judge_breaker, embed_breaker = (
         CircuitBreaker(kind, failures=settings.breaker_failures, open_s=settings.breaker_open_s, metrics=metrics)
         for kind in ("judge", "embed"))
     redis_client = cache.store.client if isinstance(cache.store, RedisStore) else None
-    state.limiter = RateLimiter(settings.rate_limit_items_per_s, settings.rate_limit_burst, redis_client,
-                                settings.cache_namespace, down_s=settings.redis_down_s)
+    limiter = RateLimiter(settings.rate_limit_items_per_s, settings.rate_limit_burst, redis_client,
+                          settings.cache_namespace, down_s=settings.redis_down_s)
+    state.admission = Admission(settings, limiter, metrics)
     state.scorer = RewardScorer(
         judge=judge, embedder=embedder, cache=cache, metrics=metrics,
         prompt=load_prompt(settings.verdict_prompt_file),

@@ -1,9 +1,11 @@
-"""The micro-batcher: one task owns a bounded queue and turns many small submissions into few big calls."""
+"""The micro-batcher: one task owns bounded per-tenant queues and turns many small submissions into few big
+calls."""
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
+from collections import deque
 from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Generic, TypeVar
@@ -21,8 +23,10 @@ class _Job(Generic[T, R]):
 class MicroBatcher(Generic[T, R]):
     """Gathers submissions until `max_batch` items or `max_wait_s` after the first, then calls `process` once.
 
-    A submission larger than `max_batch` is split. Submissions whose caller went away (cancelled
-    future) are dropped before the call, so a disconnected client stops consuming the backend.
+    A submission larger than `max_batch` is split. Submissions are queued per tenant and a batch takes them
+    round robin across tenants, so one tenant's thousands of texts do not hold another's few behind them.
+    Submissions whose caller went away (cancelled future) are dropped before the call, so a disconnected
+    client stops consuming the backend.
     """
 
     def __init__(self, process: Callable[[list[T]], Awaitable[Sequence[R]]], *, max_batch: int,
@@ -31,8 +35,10 @@ class MicroBatcher(Generic[T, R]):
         self._process = process
         self._max_batch = max_batch
         self._max_wait_s = max_wait_s
-        self._queue: asyncio.Queue[_Job[T, R]] = asyncio.Queue(max_queue)
-        self._held: _Job[T, R] | None = None
+        self._queues: dict[str, deque[_Job[T, R]]] = {}
+        self._turns: deque[str] = deque()  # tenants with queued jobs, in round-robin order
+        self._arrived = asyncio.Event()
+        self._space = asyncio.Semaphore(max_queue)  # jobs queued at most: backpressure on submitters
         self._task: asyncio.Task[None] | None = None
         self._on_batch = on_batch
 
@@ -47,14 +53,19 @@ class MicroBatcher(Generic[T, R]):
                 await self._task
             self._task = None
 
-    async def submit(self, items: Sequence[T]) -> list[R]:
+    async def submit(self, items: Sequence[T], tenant: str = "") -> list[R]:
         if not items:
             return []
         self.start()
         jobs = [_Job[T, R](items[i:i + self._max_batch]) for i in range(0, len(items), self._max_batch)]
         try:
             for job in jobs:
-                await self._queue.put(job)
+                await self._space.acquire()
+                queue = self._queues.setdefault(tenant, deque())
+                if not queue:
+                    self._turns.append(tenant)
+                queue.append(job)
+                self._arrived.set()
             parts = await asyncio.gather(*(job.future for job in jobs))
         except BaseException:
             for job in jobs:
@@ -62,23 +73,42 @@ class MicroBatcher(Generic[T, R]):
             raise
         return [r for part in parts for r in part]
 
+    def _peek(self) -> _Job[T, R]:
+        return self._queues[self._turns[0]][0]
+
+    def _pop(self) -> _Job[T, R]:
+        tenant = self._turns[0]
+        queue = self._queues[tenant]
+        job = queue.popleft()
+        if queue:
+            self._turns.rotate(-1)  # the next job comes from the next tenant
+        else:
+            self._turns.popleft()
+            del self._queues[tenant]
+        self._space.release()
+        return job
+
     async def _next_batch(self) -> list[_Job[T, R]]:
-        first = self._held or await self._queue.get()
-        self._held = None
+        while not self._turns:
+            self._arrived.clear()
+            await self._arrived.wait()
+        first = self._pop()
         batch, n = [first], len(first.items)
         loop = asyncio.get_running_loop()
         deadline = loop.time() + self._max_wait_s
         while n < self._max_batch:
-            try:
-                if (left := deadline - loop.time()) > 0:
-                    job = await asyncio.wait_for(self._queue.get(), left)
-                else:
-                    job = self._queue.get_nowait()
-            except (TimeoutError, asyncio.QueueEmpty):
+            if not self._turns:
+                self._arrived.clear()
+                if (left := deadline - loop.time()) <= 0:
+                    break
+                try:
+                    await asyncio.wait_for(self._arrived.wait(), left)
+                except TimeoutError:
+                    break
+                continue
+            if n + len(self._peek().items) > self._max_batch:
                 break
-            if n + len(job.items) > self._max_batch:
-                self._held = job
-                break
+            job = self._pop()
             batch.append(job)
             n += len(job.items)
         return batch

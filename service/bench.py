@@ -6,6 +6,7 @@ Both sides use the same judge server, judge prompt and embedding model on the sa
 from __future__ import annotations
 
 import asyncio
+import itertools
 import os
 import statistics
 import subprocess
@@ -27,11 +28,12 @@ from service.metrics import Metrics
 from service.protocol import RewardRequest
 from service.reward import rules
 from service.reward.profiles import PROFILES
-from service.reward.prompt import CHOICES, DEFAULT_PROMPT, p_yes, read_verdict
+from service.reward.prompt import CHOICES, DEFAULT_PROMPT, JudgePrompt, p_yes, read_verdict
 from service.reward.scorer import prepare
 from service.settings import Settings
 
 PROFILE = PROFILES["medix-r1"]
+COLD_TARGET = 6.0  # the service, cold cache, against the published one-item-at-a-time reward
 
 
 @dataclass
@@ -71,8 +73,11 @@ class Timed:
     async def complete(self, messages: list[dict[str, str]], **kw: Any) -> Completion:
         return await self.clock.timed(lambda: self.inner.complete(messages, **kw))
 
-    async def embed(self, texts: list[str]) -> np.ndarray:
-        return await self.clock.timed(lambda: self.inner.embed(texts))
+    async def verdict(self, messages: list[dict[str, str]], **kw: Any) -> Completion:
+        return await self.clock.timed(lambda: self.inner.verdict(messages, **kw))
+
+    async def embed(self, texts: list[str], **kw: Any) -> np.ndarray:
+        return await self.clock.timed(lambda: self.inner.embed(texts, **kw))
 
 
 @dataclass
@@ -184,8 +189,95 @@ def compare(base: list[dict[str, Any]], svc: list[dict[str, Any]]) -> dict[str, 
             "verdict_agreement": agree / judged if judged else 1.0, "max_similarity_diff": sim_diff}
 
 
-def start_judge_server(port: int, eager: bool, log: Path) -> subprocess.Popen[bytes]:
+# -- the engine check: how fast the judge engine gives verdicts, one at a time and 16 at once --------------------
+# Prompts of three lengths for the price of a prompt token; the short one is two lines.
+SHORT_PROMPT = JudgePrompt(version="bench-short", system="Reply YES or NO.",
+                           user="Reference: {reference}\nCandidate: {answer}\nSame answer? YES or NO.")
+LONG_PROMPT = JudgePrompt(version="bench-long", system="\n\n".join([DEFAULT_PROMPT.system] * 3),
+                          user=DEFAULT_PROMPT.user)
+PATHS = {"constrained": "constrained (max_tokens 4)", "single-step": "single step (max_tokens 1)"}
+
+
+def judged_pairs(items: list[dict[str, Any]]) -> list[tuple[str, str]]:
+    """The distinct (answer, reference) pairs of the batch that need the judge, in order."""
+    parsed = RewardRequest.model_validate({"items": items}).items
+    prepared = (prepare(i, item, PROFILE) for i, item in enumerate(parsed))
+    return list(dict.fromkeys((p.answer, p.reference) for p in prepared if p.decided_by == "backends"))
+
+
+async def prompt_tokens(judge_url: str, model: str, prompt: JudgePrompt, pair: tuple[str, str]) -> int | None:
+    root = judge_url.rstrip("/").removesuffix("/v1")
+    body = {"model": model, "messages": prompt.messages(pair[0], pair[1], None, 4000), "add_generation_prompt": True}
+    try:
+        async with httpx.AsyncClient(timeout=30) as client:
+            return int((await client.post(f"{root}/tokenize", json=body)).json()["count"])
+    except (httpx.HTTPError, KeyError, ValueError):
+        return None
+
+
+async def engine_check(judge: Any, pairs: list[tuple[str, str]], *, judge_url: str, model: str,
+                       top_logprobs: int, concurrency: int = 16, sequential: int = 8,
+                       cost_pairs: int = 32) -> dict[str, Any]:
+    """Verdicts per second one at a time and `concurrency` at once, on the constrained call and on the judge's
+    verdict path (single step where it took); then the single step on prompts of three lengths, with every prompt
+    token computed, and with the shared system prompt left to the engine's prefix cache as the service does.
+
+    Every run's system prompt starts with its own tag, so that no run finds another's prompts in the engine's
+    prefix cache; within a run the shared system prompt is cached after a first call (in whole blocks: 128 tokens
+    on vLLM's CPU backend), as in the service, unless each call has its own tag (`shared=False`)."""
+    tags = itertools.count()
+
+    async def call(path: str, prompt: JudgePrompt, pair: tuple[str, str]) -> Completion:
+        messages = prompt.messages(pair[0], pair[1], None, 4000)
+        if path == "constrained":
+            return await judge.complete(messages, max_tokens=4, choice=CHOICES, top_logprobs=top_logprobs)
+        return await judge.verdict(messages, choices=CHOICES, max_tokens=4, top_logprobs=top_logprobs)
+
+    async def run(path: str, prompt: JudgePrompt, todo: list[tuple[str, str]], at_once: int,
+                  shared: bool = True) -> float:
+        tag = next(tags)
+
+        def tagged(i: int) -> JudgePrompt:
+            label = f"[bench run {tag}]" if shared else f"[bench run {tag}.{i}]"
+            return JudgePrompt(version=prompt.version, system=f"{label} {prompt.system}", user=prompt.user)
+
+        await call(path, tagged(-1), ("warm-up", "warm-up"))
+        slots = asyncio.Semaphore(at_once)
+
+        async def one(i: int, pair: tuple[str, str]) -> None:
+            async with slots:
+                await call(path, tagged(i), pair)
+
+        start = time.perf_counter()
+        await asyncio.gather(*(one(i, pair) for i, pair in enumerate(todo)))
+        return time.perf_counter() - start
+
+    out: dict[str, Any] = {"pairs": len(pairs), "concurrency": concurrency, "judge": judge.describe()}
+    for path in PATHS:
+        one_s = await run(path, DEFAULT_PROMPT, pairs[:sequential], 1)
+        many_s = await run(path, DEFAULT_PROMPT, pairs, concurrency)
+        one_rate, many_rate = min(sequential, len(pairs)) / one_s, len(pairs) / many_s
+        out[path] = {"one_at_a_time_per_s": one_rate, "at_once_per_s": many_rate,
+                     "ms_per_verdict": 1000 / many_rate, "batching_gain": many_rate / one_rate}
+    costs = []
+    few = pairs[:cost_pairs]
+    for name, prompt in (("two-line", SHORT_PROMPT), ("default", DEFAULT_PROMPT), ("long", LONG_PROMPT)):
+        every = await run("single-step", prompt, few, concurrency, shared=False)
+        cached = await run("single-step", prompt, few, concurrency, shared=True)
+        costs.append({"prompt": name, "tokens": await prompt_tokens(judge_url, model, prompt, few[0]),
+                      "ms_per_verdict": 1000 * every / len(few), "ms_per_verdict_cached": 1000 * cached / len(few)})
+    known = [(c["tokens"], c["ms_per_verdict"]) for c in costs if c["tokens"] is not None]
+    if len(known) >= 2:
+        slope, _ = np.polyfit([t for t, _ in known], [m for _, m in known], 1)
+        out["ms_per_100_prompt_tokens"] = float(slope) * 100
+    out["prompt_cost"] = costs
+    out["cost_pairs"] = len(few)
+    return out
+
+
+def start_judge_server(port: int, eager: bool, log: Path, dtype: str | None = None) -> subprocess.Popen[bytes]:
     argv = [sys.executable, "-m", "service.cli", "judge-server", "--port", str(port)] + (["--eager"] if eager else [])
+    argv += ["--dtype", dtype] if dtype else []
     return subprocess.Popen(argv, stdout=log.open("wb"), stderr=subprocess.STDOUT, start_new_session=True)
 
 
@@ -205,7 +297,8 @@ def wait_judge(url: str, proc: subprocess.Popen[bytes] | None, timeout: float = 
 
 
 def run_bench(*, data: Path, questions: int, samples: int, seed: int, judge_url: str | None, eager: bool,
-              warm_repeats: int, cold_repeats: int, port: int, log: Callable[[str], None]) -> dict[str, Any]:
+              warm_repeats: int, cold_repeats: int, port: int, log: Callable[[str], None],
+              dtype: str | None = None, engine_pairs: int = 64) -> dict[str, Any]:
     from sentence_transformers import SentenceTransformer
 
     from service.app import build_app, make_embedder, make_judge
@@ -215,16 +308,22 @@ def run_bench(*, data: Path, questions: int, samples: int, seed: int, judge_url:
     items = grpo_batch(rows, questions, samples, seed=seed)
     kinds = {k: sum(i["kind"] == k for i in items) for k in DEFAULT_MIX}
     judge_proc = None
+    engine: dict[str, Any] | None = None
     if judge_url is None:
         jport = port + 100
         judge_url = f"http://127.0.0.1:{jport}/v1"
-        log(f"starting the judge server ({'eager' if eager else 'compiled'}) on core 0 ...")
-        judge_proc = start_judge_server(jport, eager, Path(os.environ.get("TMPDIR", "/tmp")) / "medix-bench-judge.log")
+        engine_dtype, why = cpu.engine_dtype(dtype or Settings().judge_dtype)
+        log(f"starting the judge server ({'eager' if eager else 'compiled'}, {engine_dtype}: {why}) on core 0 ...")
+        judge_proc = start_judge_server(jport, eager, Path(os.environ.get("TMPDIR", "/tmp")) / "medix-bench-judge.log",
+                                        engine_dtype)
+    else:
+        engine_dtype = "set by the judge server at --judge-url"
     try:
         model = wait_judge(judge_url, judge_proc)
         cpu.pin_service(cpu.engine_cores("auto"))
+        # A long judge timeout: on an engine that does not batch (bf16 emulated on a CPU), verdicts queue for minutes.
         settings = Settings(judge_backend="openai", judge_url=judge_url, judge_model=model, engine_cpus="",
-                            pin_service=False, max_items_per_request=max(4096, len(items)))
+                            pin_service=False, max_items_per_request=max(4096, len(items)), judge_timeout_s=600)
         clock = BusyClock()
         judge = Timed(make_judge(settings), clock)
         metrics = Metrics()
@@ -234,6 +333,19 @@ def run_bench(*, data: Path, questions: int, samples: int, seed: int, judge_url:
         log(f"batch: {questions} questions x {samples} samples = {len(items)} items; mix {kinds}")
         # Warm the judge server's compiled paths and the encoders once, outside the clocks.
         asyncio.run(baseline(items[:8], judge_url, model, encoder))
+        if engine_pairs:
+            log(f"engine check: {engine_pairs} verdicts, one at a time and 16 at once, per path and prompt length ...")
+
+            async def check() -> dict[str, Any]:
+                checked = make_judge(settings)
+                await checked.start()
+                try:
+                    return await engine_check(checked, judged_pairs(items)[:engine_pairs], judge_url=judge_url,
+                                              model=model, top_logprobs=settings.verdict_top_logprobs)
+                finally:
+                    await checked.close()
+
+            engine = asyncio.run(check())
         log("baseline: one item at a time ...")
         base = asyncio.run(baseline(items, judge_url, model, encoder))
         with ServiceThread(app, port) as svc:
@@ -252,6 +364,7 @@ def run_bench(*, data: Path, questions: int, samples: int, seed: int, judge_url:
     warm_ips = n / statistics.median(warm.seconds)
     return {
         "items": n, "mix": kinds, "judge_model": model, "judge_mode": "eager" if eager else "compiled",
+        "dtype": engine_dtype, "cpu": cpu.cpu_summary(), "verdict": judge.describe(), "engine": engine,
         "baseline": {"items_per_s": base_ips, "seconds": base.seconds[0]},
         "cold": {"items_per_s": cold_ips, "ratio": cold_ips / base_ips, "p50_s": _pct(cold.seconds, 50),
                  "p99_s": _pct(cold.seconds, 99), "overhead_s_p50": _pct(cold.overhead_s, 50)},

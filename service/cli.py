@@ -107,12 +107,20 @@ def judge_server(
     host: Annotated[str, typer.Option(help="Bind address.")] = "127.0.0.1",
     eager: Annotated[bool, typer.Option(help="Skip torch.compile: up in ~30 s instead of ~90 s.")] = False,
     name: Annotated[str, typer.Option(help="Served model name.")] = "smollm2-135m-instruct",
+    dtype: Annotated[str | None, typer.Option(
+        help="auto, float32, bfloat16 or float16 (default MEDIX_JUDGE_DTYPE). auto: bf16 where the hardware "
+        "computes it natively, float32 on other CPUs.")] = None,
 ) -> None:
     """Start a local vLLM OpenAI-compatible server on the local judge model (pinned to MEDIX_ENGINE_CPUS)."""
     from service import cpu
     from service.local_models import ModelPrepError, prepare_judge
 
     settings = Settings()
+    try:
+        chosen, why = cpu.engine_dtype(dtype or settings.judge_dtype)
+    except ValueError as exc:
+        typer.echo(str(exc), err=True)
+        raise typer.Exit(2) from exc
     try:
         model_dir = settings.judge_model or str(prepare_judge(settings.local_judge_dir))
     except ModelPrepError as exc:
@@ -121,7 +129,8 @@ def judge_server(
     argv = [sys.executable, "-m", "vllm.entrypoints.openai.api_server", "--model", model_dir,
             "--served-model-name", name, "--host", host, "--port", str(port),
             "--max-model-len", str(settings.vllm_max_model_len),
-            "--gpu-memory-utilization", str(settings.vllm_memory_fraction)]
+            "--gpu-memory-utilization", str(settings.vllm_memory_fraction), "--dtype", chosen]
+    typer.echo(f"judge engine dtype: {chosen} ({why}); CPU: {cpu.cpu_summary()}", err=True)
     if eager:
         argv.append("--enforce-eager")
     cores = cpu.engine_cores(settings.engine_cpus)
@@ -148,20 +157,52 @@ def bench(
     warm_repeats: Annotated[int, typer.Option(help="Warm-cache requests.")] = 20,
     port: Annotated[int, typer.Option(help="Port of the in-process service.")] = 8765,
     json_out: Annotated[Path | None, typer.Option("--json", help="Also write the numbers here.")] = None,
+    dtype: Annotated[str | None, typer.Option(
+        help="dtype of the judge server the bench starts (default MEDIX_JUDGE_DTYPE, auto).")] = None,
+    engine_pairs: Annotated[int, typer.Option(
+        help="Verdicts per run of the engine check (one at a time, 16 at once, per path and prompt length); "
+        "0 skips it.")] = 64,
 ) -> None:
-    """Baseline (one item at a time, as published) vs the service's /reward, cold and warm, same judge server."""
+    """Baseline (one item at a time, as published) vs the service's /reward, cold and warm, same judge server;
+    first an engine check: verdicts per second one at a time and 16 at once, and what a prompt token costs."""
     import logging
 
     from rich.console import Console
     from rich.table import Table
 
-    from service.bench import run_bench
+    from service.bench import COLD_TARGET, PATHS, run_bench
 
     logging.basicConfig(level=logging.WARNING)
     console = Console(stderr=True)
     r = run_bench(data=data, questions=questions, samples=samples, seed=seed, judge_url=judge_url, eager=eager,
-                  warm_repeats=warm_repeats, cold_repeats=cold_repeats, port=port, log=console.print)
-    table = Table(title=f"{r['items']} items, judge {r['judge_model']} ({r['judge_mode']}), mix {r['mix']}")
+                  warm_repeats=warm_repeats, cold_repeats=cold_repeats, port=port, log=console.print, dtype=dtype,
+                  engine_pairs=engine_pairs)
+    verdict = r["verdict"]
+    typer.echo(f"judge {r['judge_model']} ({r['judge_mode']}), dtype {r['dtype']}; verdict: "
+               f"{verdict.get('verdict')} ({verdict.get('verdict_reason', '')})\nCPU: {r['cpu']}")
+    if r["engine"]:
+        e = r["engine"]
+        engine = Table(title=f"engine check: {e['pairs']} distinct verdicts, default prompt")
+        for col in ("path", "verdicts/s, 1 at a time", f"verdicts/s, {e['concurrency']} at once", "batching gain",
+                    "engine ms/verdict"):
+            engine.add_column(col, justify="right")
+        for path, label in PATHS.items():
+            x = e[path]
+            engine.add_row(label, f"{x['one_at_a_time_per_s']:.2f}", f"{x['at_once_per_s']:.2f}",
+                           f"{x['batching_gain']:.1f}x", f"{x['ms_per_verdict']:.0f}")
+        Console().print(engine)
+        cost = Table(title=f"prompt length (single step, {e['cost_pairs']} verdicts, {e['concurrency']} at once)")
+        for col in ("prompt", "prompt tokens", "ms/verdict, every token computed", "ms/verdict, system prompt cached"):
+            cost.add_column(col, justify="right")
+        for c in e["prompt_cost"]:
+            cost.add_row(c["prompt"], str(c["tokens"] or "?"), f"{c['ms_per_verdict']:.0f}",
+                         f"{c['ms_per_verdict_cached']:.0f}")
+        Console().print(cost)
+        if "ms_per_100_prompt_tokens" in e:
+            typer.echo(f"a judge prompt costs {e['ms_per_100_prompt_tokens']:.0f} ms of engine time per verdict "
+                       "per 100 tokens computed")
+    table = Table(title=f"{r['items']} items, judge {r['judge_model']} ({r['judge_mode']}, {r['dtype']}), "
+                  f"mix {r['mix']}")
     for col in ("run", "items/s", "x baseline", "p50 s", "p99 s", "overhead p50 ms"):
         table.add_column(col, justify="right")
     table.add_row("baseline (1 item at a time)", f"{r['baseline']['items_per_s']:.1f}", "1.0",
@@ -171,6 +212,7 @@ def bench(
         table.add_row(f"service, {name} cache", f"{x['items_per_s']:.1f}", f"{x['ratio']:.1f}", f"{x['p50_s']:.3f}",
                       f"{x['p99_s']:.3f}", f"{x['overhead_s_p50'] * 1000:.1f}")
     Console().print(table)
+    typer.echo(f"cold cache: {r['cold']['ratio']:.1f}x the sequential baseline (target {COLD_TARGET:g}x)")
     a = r["agreement"]
     typer.echo(f"deterministic component mismatches: {a['deterministic_mismatches']} of {r['items']}; "
                f"judge verdict agreement {a['verdict_agreement']:.1%} on {a['judged_items']} judged items; "

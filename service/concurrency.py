@@ -3,10 +3,18 @@
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Awaitable
-from typing import Any
+from collections.abc import Awaitable, Callable
+from typing import Any, TypeVar
 
 from service.exceptions import ClientDisconnected
+
+T = TypeVar("T")
+
+
+async def off_loop(fn: Callable[[], T], *, heavy: bool) -> T:
+    """Run CPU work in a worker thread when it is heavy (the event loop keeps serving meanwhile), inline when
+    it is light (a thread hop costs more than the work)."""
+    return await asyncio.to_thread(fn) if heavy else fn()
 
 
 async def gather_or_cancel(*aws: Awaitable[Any]) -> list[Any]:

@@ -60,3 +60,97 @@ def pin_service(avoid: set[int] | None) -> None:
     except ImportError:
         pass
     log.info("service pinned to cores %s, judge engine on %s", sorted(rest), sorted(avoid))
+
+
+# -- the judge engine's dtype ------------------------------------------------------------------------------
+DTYPES = ("float32", "bfloat16", "float16")
+# CPU flags (x86: /proc/cpuinfo `flags`; ARM: `Features`) that mean bf16 matrix arithmetic in hardware.
+X86_BF16_FLAGS = ("avx512_bf16", "amx_bf16")
+ARM_BF16_FLAGS = ("bf16",)
+# What an operator wants to see about the CPU beside the engine's speed.
+SHOWN_FLAGS = ("avx2", "avx512f", "avx512_bf16", "amx_bf16", "avx512_fp16", "bf16", "asimd", "sve")
+
+
+def choose_dtype(setting: str, cpu_flags: set[str] | frozenset[str], has_gpu: bool, machine: str,
+                 gpu_bf16: bool = True) -> tuple[str, str]:
+    """The judge engine's dtype, and why: an explicit setting wins; `auto` takes bfloat16 where the hardware
+    computes it (a GPU, or a CPU with AVX-512-BF16/AMX or ARM BF16) and float32 otherwise.
+
+    vLLM's own `auto` turns a float32 checkpoint into bfloat16 on any x86 CPU; without native bf16 the CPU
+    emulates it, and the engine is several times slower and stops batching concurrent requests.
+    """
+    if setting != "auto":
+        if setting not in DTYPES:
+            raise ValueError(f"unknown dtype {setting!r}; one of auto, {', '.join(DTYPES)}")
+        return setting, "set by the operator (MEDIX_JUDGE_DTYPE or --dtype)"
+    if has_gpu:
+        if gpu_bf16:
+            return "bfloat16", "GPU with bf16 support"
+        return "float16", "GPU without bf16 support"
+    arch = machine.lower()
+    if arch in ("aarch64", "arm64"):
+        native = [f for f in ARM_BF16_FLAGS if f in cpu_flags]
+    elif arch in ("x86_64", "amd64", "i686", "i386", "x86"):
+        native = [f for f in X86_BF16_FLAGS if f in cpu_flags]
+    else:
+        native = []
+    if native:
+        return "bfloat16", f"{arch} CPU computes bf16 natively ({', '.join(native)})"
+    wanted = "/".join(ARM_BF16_FLAGS if arch in ("aarch64", "arm64") else X86_BF16_FLAGS)
+    return "float32", f"{arch} CPU without native bf16 ({wanted} absent): bf16 would be emulated"
+
+
+def _cpuinfo(path: str) -> dict[str, str]:
+    """The first processor's fields of /proc/cpuinfo (empty where there is none, e.g. macOS)."""
+    fields: dict[str, str] = {}
+    try:
+        with open(path) as f:
+            for line in f:
+                if not line.strip():
+                    if fields:
+                        break
+                    continue
+                key, sep, value = line.partition(":")
+                if sep:
+                    fields.setdefault(key.strip().lower(), value.strip())
+    except OSError:
+        pass
+    return fields
+
+
+def cpu_flags(path: str = "/proc/cpuinfo") -> frozenset[str]:
+    """The CPU's feature flags (x86 `flags`, ARM `Features`), lower case."""
+    info = _cpuinfo(path)
+    return frozenset((info.get("flags") or info.get("features") or "").lower().split())
+
+
+def cpu_model(path: str = "/proc/cpuinfo") -> str:
+    import platform
+
+    info = _cpuinfo(path)
+    return info.get("model name") or info.get("cpu model") or platform.processor() or platform.machine()
+
+
+def gpu_bf16() -> bool:
+    try:
+        import torch
+
+        return bool(torch.cuda.is_available() and torch.cuda.is_bf16_supported())
+    except (ImportError, RuntimeError):
+        return False
+
+
+def engine_dtype(setting: str) -> tuple[str, str]:
+    """choose_dtype for this machine."""
+    import platform
+
+    gpu = has_gpu()
+    return choose_dtype(setting, cpu_flags(), gpu, platform.machine(), gpu_bf16=gpu_bf16() if gpu else True)
+
+
+def cpu_summary() -> str:
+    """`AMD EPYC (x86_64; avx2)`: the CPU model and the flags that decide the engine's speed."""
+    import platform
+
+    shown = [f for f in SHOWN_FLAGS if f in cpu_flags()]
+    return f"{cpu_model()} ({platform.machine()}; {' '.join(shown) or 'no vector flags listed'})"

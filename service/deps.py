@@ -7,9 +7,9 @@ from typing import Annotated
 from fastapi import Depends, Request
 
 from service.judge.evaluator import Evaluator
+from service.limits import Admission
 from service.metrics import Metrics
 from service.reward.scorer import RewardScorer
-from service.security import RateLimiter
 from service.settings import Settings
 
 
@@ -21,8 +21,8 @@ def _evaluator(request: Request) -> Evaluator:
     return request.app.state.evaluator
 
 
-def _limiter(request: Request) -> RateLimiter:
-    return request.app.state.limiter
+def _admission(request: Request) -> Admission:
+    return request.app.state.admission
 
 
 def _metrics(request: Request) -> Metrics:
@@ -35,6 +35,6 @@ def _settings(request: Request) -> Settings:
 
 ScorerDep = Annotated[RewardScorer, Depends(_scorer)]
 EvaluatorDep = Annotated[Evaluator, Depends(_evaluator)]
-LimiterDep = Annotated[RateLimiter, Depends(_limiter)]
+AdmissionDep = Annotated[Admission, Depends(_admission)]
 MetricsDep = Annotated[Metrics, Depends(_metrics)]
 SettingsDep = Annotated[Settings, Depends(_settings)]

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+import re
 from collections.abc import Sequence
 from typing import Any
 
@@ -11,7 +12,14 @@ from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
-from service.exceptions import BackendUnavailable, ClientDisconnected, InvalidRequest, Overloaded, ServiceError
+from service.exceptions import (
+    BackendUnavailable,
+    ClientDisconnected,
+    InputRejected,
+    InvalidRequest,
+    Overloaded,
+    ServiceError,
+)
 from service.protocol import ErrorDetail, ErrorResponse
 
 log = logging.getLogger("medix.errors")
@@ -20,15 +28,24 @@ log = logging.getLogger("medix.errors")
 # Each core error kind and the HTTP status and type it is answered with; the one place statuses are chosen.
 STATUS: dict[type[ServiceError], tuple[int, str]] = {
     InvalidRequest: (422, "invalid_request"),
+    InputRejected: (422, "input_rejected"),
     Overloaded: (429, "overloaded"),
     ClientDisconnected: (499, "client_closed"),  # nobody reads it; the status is for metrics and logs
     BackendUnavailable: (503, "backend_unavailable"),
 }
 
 
+_URL = re.compile(r"\b([a-zA-Z][a-zA-Z0-9+.-]*://)(?:[^\s/@'\"]*@)?([^\s/?#'\"]+)[^\s'\"]*")
+
+
+def redact(text: str) -> str:
+    """URLs cut to scheme://host:port: no credentials, paths or query strings reach a caller."""
+    return _URL.sub(r"\1\2", text)
+
+
 def error_response(status: int, type_: str, message: str, param: str | None = None,
                    retry_after: int | None = None) -> JSONResponse:
-    body = ErrorResponse(error=ErrorDetail(type=type_, message=message, param=param))
+    body = ErrorResponse(error=ErrorDetail(type=type_, message=redact(message), param=param))
     headers = {"Retry-After": str(retry_after)} if retry_after is not None else None
     return JSONResponse(body.model_dump(), status_code=status, headers=headers)
 

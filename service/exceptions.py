@@ -34,3 +34,8 @@ class BackendUnavailable(ServiceError):
     def __init__(self, backend: str, message: str, *, retry_after_s: int | None = None) -> None:
         super().__init__(f"{backend}: {message}", param=backend, retry_after_s=retry_after_s)
         self.backend = backend
+
+
+class InputRejected(ServiceError):
+    """A backend answered but refused this one input (e.g. longer than the judge's context). Retrying will not
+    help; the item fails alone, with this error, and its batch is still scored."""

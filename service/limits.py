@@ -1,17 +1,18 @@
-"""Per-request admission after parsing: item count and text lengths first, then the key's rate limit.
-
-The rate limit is charged last, so a request refused for its content costs the key nothing.
-"""
+"""Per-request admission after parsing: size first, then the tenant's work in flight and its rate limit."""
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+import time
+from collections.abc import AsyncIterator, Iterator
+from contextlib import asynccontextmanager
 from typing import Any
 
 from fastapi import Request
 from pydantic import BaseModel
 
 from service.exceptions import InvalidRequest, Overloaded
+from service.metrics import Metrics
+from service.scheduling import ANONYMOUS
 from service.security import RateLimiter
 from service.settings import Settings
 
@@ -44,11 +45,38 @@ def check_request(body: BaseModel, list_param: str, settings: Settings) -> int:
     return n_items
 
 
-async def admit(request: Request, settings: Settings, limiter: RateLimiter, body: BaseModel, list_param: str) -> None:
-    """Check the request's size, then charge the key's rate limit (429 over it)."""
-    request.state.items = n_items = check_request(body, list_param, settings)
-    try:
-        await limiter.take(getattr(request.state, "key_name", None) or "anonymous", n_items)
-    except Overloaded:
-        request.app.state.metrics.rate_limited.inc()
-        raise
+class Admission:
+    """What a scoring request must pass after parsing, per tenant (API key): its size, the work the tenant
+    already has in flight (items, not requests: 512 one-item requests are the work of one 512-item batch),
+    and the key's rate limit, charged last so that a refused request costs nothing."""
+
+    def __init__(self, settings: Settings, limiter: RateLimiter, metrics: Metrics) -> None:
+        self._settings, self._limiter, self._metrics = settings, limiter, metrics
+        self._items: dict[str, int] = {}
+
+    def items_in_flight(self, tenant: str) -> int:
+        return self._items.get(tenant, 0)
+
+    @asynccontextmanager
+    async def admit(self, request: Request, body: BaseModel, list_param: str) -> AsyncIterator[str]:
+        """Hold the request's items against its tenant while the block runs; yields the tenant."""
+        start = time.perf_counter()
+        request.state.items = n_items = check_request(body, list_param, self._settings)
+        tenant = getattr(request.state, "key_name", None) or ANONYMOUS
+        held, limit = self._items.get(tenant, 0), self._settings.max_inflight_items
+        if held and held + n_items > limit:  # a lone request bigger than the limit still gets through
+            raise Overloaded(f"this key has {held} items in flight; {n_items} more would pass the limit of "
+                             f"{limit}; retry later", param=list_param)
+        try:
+            await self._limiter.take(tenant, n_items)
+        except Overloaded:
+            self._metrics.rate_limited.inc()
+            raise
+        self._items[tenant] = self._items.get(tenant, 0) + n_items
+        self._metrics.phase_duration.labels("admission").observe(time.perf_counter() - start)
+        try:
+            yield tenant
+        finally:
+            self._items[tenant] -= n_items
+            if not self._items[tenant]:
+                del self._items[tenant]

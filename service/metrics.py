@@ -19,6 +19,9 @@ LATENCY_BUCKETS = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 
 BATCH_BUCKETS = (1, 2, 4, 8, 16, 32, 64, 128, 256, 512, 1024)
 COMPONENT_BUCKETS = (0.0, 0.1, 0.2, 0.3, 0.4, 0.5, 0.6, 0.7, 0.8, 0.9, 0.95, 0.99, 1.0)
 CONTENT_TYPE = CONTENT_TYPE_LATEST
+# The phases of a /reward request, timed by medix_phase_duration_seconds (a bounded label set).
+PHASES = ("admission", "rules", "cache_lookup", "judge_queue", "judge_call", "judge", "embed", "cache_write",
+          "compose")
 
 
 class BatchHistogram(Collector):
@@ -80,6 +83,13 @@ class Metrics:
         self.circuit_state = Gauge("medix_backend_circuit_state", "Circuit breaker: 0 closed, 1 open, 2 half-open.",
                                    ["backend"], registry=r)
         self.rate_limited = Counter("medix_rate_limited", "Requests refused by the per-key rate limit.", registry=r)
+        self.tenant_queue_depth = Gauge("medix_tenant_queue_depth", "Judge calls waiting for a slot, by tenant "
+                                        "(API key name from the key file, or anonymous).", ["tenant"], registry=r)
+        self.tenant_queue_wait = Histogram("medix_tenant_queue_wait_seconds", "Wait for a judge slot, by tenant.",
+                                           ["tenant"], buckets=LATENCY_BUCKETS, registry=r)
+        self.phase_duration = Histogram("medix_phase_duration_seconds", "Time a /reward request spends in each "
+                                        "phase: " + ", ".join(PHASES) + ".", ["phase"], buckets=LATENCY_BUCKETS,
+                                        registry=r)
         self.reward_component = BatchHistogram("medix_reward_component", "Distribution of reward components.",
                                                "component", COMPONENT_BUCKETS, registry=r)
 

@@ -10,8 +10,10 @@ from typing import Any
 
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
+from service import phases
 from service.errors import error_response
 from service.metrics import Metrics
+from service.scheduling import ANONYMOUS
 from service.security import KeyRing
 
 SCORING_ROUTES = frozenset({"/reward", "/get_reward", "/judge"})
@@ -40,7 +42,7 @@ class RequestGuard:
         self.keys = keys or KeyRing({})
         self.metrics_keys = KeyRing({"metrics": metrics_key} if metrics_key else {})
         self.log_json = log_json
-        self.inflight = 0
+        self.inflight: dict[str, int] = {}  # per tenant: one tenant's burst never turns another's requests away
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] != "http":
@@ -51,6 +53,7 @@ class RequestGuard:
         offered = _header(scope, b"x-request-id")
         request_id = offered if offered and _REQUEST_ID.match(offered) else uuid.uuid4().hex
         scope.setdefault("state", {})["request_id"] = request_id
+        phases.request_id.set(request_id)
         status = 500
         start = time.perf_counter()
 
@@ -118,12 +121,14 @@ class RequestGuard:
             await self._refuse(scope, receive, send, 413, "payload_too_large",
                                f"body of {length} bytes is over the limit of {self.max_body}", "body")
             return
-        if self.inflight >= self.max_inflight:
-            await self._refuse(scope, receive, send, 429, "overloaded", f"{self.inflight} requests in flight, the "
-                               f"limit is {self.max_inflight}; retry later", None, self.retry_after)
+        tenant = scope["state"].get("key_name") or ANONYMOUS
+        held = self.inflight.get(tenant, 0)
+        if held >= self.max_inflight:
+            await self._refuse(scope, receive, send, 429, "overloaded", f"{held} requests of this key in flight, "
+                               f"the limit is {self.max_inflight}; retry later", None, self.retry_after)
             return
         # Counted from here, while a chunked body is still arriving: slow uploads hold a slot like any request.
-        self.inflight += 1
+        self.inflight[tenant] = held + 1
         self.metrics.inflight.inc()
         try:
             if length is None:  # chunked: read it here, within the limit, and hand it on
@@ -135,7 +140,9 @@ class RequestGuard:
                 receive = _replay(body, receive)
             await self.app(scope, receive, send)
         finally:
-            self.inflight -= 1
+            self.inflight[tenant] -= 1
+            if not self.inflight[tenant]:
+                del self.inflight[tenant]
             self.metrics.inflight.dec()
 
 

@@ -7,7 +7,7 @@ from typing import Any
 
 from fastapi import APIRouter, Request, Response
 
-from service.errors import error_response
+from service.errors import error_response, redact
 from service.metrics import CONTENT_TYPE
 from service.protocol import ErrorResponse, HealthResponse
 
@@ -40,9 +40,20 @@ async def readyz(request: Request) -> Any:
     if down:
         message = "; ".join(f"{k} is down: {v}" for k, v in down.items())
         return error_response(503, "not_ready", message, ",".join(down), request.app.state.settings.retry_after_s)
-    components: dict[str, Any] = {name: info for name, info, _ in probes}
+    components: dict[str, Any] = {name: _redacted(info) for name, info, _ in probes}
     components["cache"] = await scorer.cache.health()
     return HealthResponse(status="ready", components=components)
+
+
+def _redacted(value: Any) -> Any:
+    """Readiness is unauthenticated: backend details go out with their URLs cut to scheme://host:port."""
+    if isinstance(value, str):
+        return redact(value)
+    if isinstance(value, dict):
+        return {redact(str(k)): _redacted(v) for k, v in value.items()}
+    if isinstance(value, list):
+        return [_redacted(v) for v in value]
+    return value
 
 
 @router.get("/metrics", include_in_schema=False)

@@ -83,12 +83,14 @@ class RewardDetails(BaseModel):
 
 class RewardResult(BaseModel):
     id: str
-    overall: float
+    overall: float | None = Field(description="Null only when the item failed alone: see `error`.")
     format: float
-    accuracy_llm: float
-    accuracy_embed: float
+    accuracy_llm: float | None
+    accuracy_embed: float | None
     modality: float | None
     details: RewardDetails
+    error: ErrorDetail | None = Field(None, description="Set when this item could not be scored (e.g. the judge "
+                                      "refused an input longer than its context); its batch is still scored.")
 
 
 class ProfileInfo(BaseModel):

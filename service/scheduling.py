@@ -16,6 +16,9 @@ from collections import deque
 from collections.abc import AsyncIterator, Callable, Mapping
 from contextlib import asynccontextmanager
 
+# The tenant of requests without an API key (none configured): one shared bucket, one fair share.
+ANONYMOUS = "anonymous"
+
 
 class FairSlots:
     def __init__(self, capacity: int, weights: Mapping[str, float] | None = None,

@@ -21,20 +21,43 @@ def _digest(key: str) -> bytes:
 
 
 def load_key_file(path: Path) -> dict[str, str]:
-    """`name: key` lines (# comments allowed) or a JSON object name -> key."""
+    """`name: key` lines (# comments allowed; an optional ` weight=W` after the key) or a JSON object
+    name -> key (or name -> {"key": ..., "weight": W})."""
+    return {name: key for name, (key, _) in _read_key_file(path).items()}
+
+
+def load_key_weights(path: Path) -> dict[str, float]:
+    """The judge share of each key named in the file (1 unless a weight is given)."""
+    return {name: weight for name, (_, weight) in _read_key_file(path).items()}
+
+
+def _read_key_file(path: Path) -> dict[str, tuple[str, float]]:
     text = path.read_text()
+    entries: dict[str, tuple[str, float]] = {}
     if text.lstrip().startswith("{"):
-        return {str(k): str(v) for k, v in json.loads(text).items()}
-    keys = {}
-    for n, line in enumerate(text.splitlines(), start=1):
-        line = line.strip()
-        if not line or line.startswith("#"):
-            continue
-        name, sep, key = line.partition(":")
-        if not sep or not key.strip():
-            raise ValueError(f"{path}:{n}: expected 'name: key'")
-        keys[name.strip()] = key.strip()
-    return keys
+        for name, value in json.loads(text).items():
+            if isinstance(value, dict):
+                entries[str(name)] = (str(value["key"]), float(value.get("weight", 1.0)))
+            else:
+                entries[str(name)] = (str(value), 1.0)
+    else:
+        for n, line in enumerate(text.splitlines(), start=1):
+            line = line.strip()
+            if not line or line.startswith("#"):
+                continue
+            name, sep, rest = line.partition(":")
+            key, _, option = rest.strip().partition(" weight=")
+            if not sep or not key.strip():
+                raise ValueError(f"{path}:{n}: expected 'name: key' or 'name: key weight=W'")
+            try:
+                weight = float(option) if option else 1.0
+            except ValueError:
+                raise ValueError(f"{path}:{n}: weight must be a number, not {option!r}") from None
+            entries[name.strip()] = (key.strip(), weight)
+    for name, (_, weight) in entries.items():
+        if not weight > 0:
+            raise ValueError(f"{path}: the weight of {name!r} must be positive")
+    return entries
 
 
 class KeyRing:

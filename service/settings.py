@@ -104,6 +104,12 @@ class Settings(BaseSettings):
     vllm_memory_fraction: float = Field(
         0.2, gt=0, le=1, description="`gpu_memory_utilization` of the in-process engine (on CPU: share of RAM)."
     )
+    judge_dtype: Literal["auto", "float32", "bfloat16", "float16"] = Field(
+        "auto",
+        description="dtype of the judge engine (in-process, and `medix-reward judge-server`). `auto`: bfloat16 on a "
+        "GPU or a CPU with native bf16 (avx512_bf16/amx_bf16, ARM bf16), float32 on other CPUs, where bf16 is "
+        "emulated and several times slower.",
+    )
     engine_cpus: str | None = Field(
         "auto",
         description="CPU only: cores for the judge engine, e.g. `0` or `0-3`. `auto` gives it core 0 and the "
@@ -169,7 +175,10 @@ class Settings(BaseSettings):
     # --- Limits --------------------------------------------------------------------------------
     max_items_per_request: int = Field(4096, ge=1, description="More items than this: 422.")
     max_body_bytes: int = Field(32 * 1024 * 1024, ge=1024, description="Bigger request bodies: 413.")
-    max_inflight_requests: int = Field(64, ge=1, description="Scoring requests at once; past it: 429.")
+    max_inflight_requests: int = Field(1024, ge=1, description="Scoring requests one key (tenant) may have in "
+                                       "flight; past it: 429. A guard against floods: work is limited in items.")
+    max_inflight_items: int = Field(16384, ge=1, description="Items one key (tenant) may have in flight across its "
+                                    "requests; past it: 429 (a lone bigger request is still admitted).")
     max_text_chars: int = Field(20_000, ge=16, description="Longest response, answer or prediction text; "
                                 "longer: 422.")
     retry_after_s: int = Field(2, ge=1, description="`Retry-After` seconds sent with 429 and 503.")
@@ -222,15 +231,15 @@ GROUPS: tuple[tuple[str, tuple[str, ...]], ...] = (
     ("Judge backend (server or in-process engine)",
      ("judge_backend", "judge_url", "judge_urls", "judge_model", "judge_api_key", "judge_timeout_s", "judge_retries",
       "judge_backoff_s", "judge_concurrency", "vllm_max_model_len", "vllm_enforce_eager", "vllm_memory_fraction",
-      "engine_cpus", "pin_service")),
+      "judge_dtype", "engine_cpus", "pin_service")),
     ("Reward verdict (/reward's YES/NO question)",
      ("verdict_prompt_file", "verdict_max_tokens", "verdict_top_logprobs", "verdict_max_answer_chars")),
     ("Evaluation (/judge)", ("eval_task_rubrics", "eval_max_tokens", "eval_parse_retries", "eval_max_chars")),
     ("Embedder", ("embed_backend", "embed_model", "embed_url", "embed_api_key", "embed_device", "embed_batch_size",
                   "embed_max_wait_ms", "embed_timeout_s", "embed_retries", "embed_backoff_s")),
     ("Cache", ("redis_url", "redis_timeout_s", "redis_down_s", "cache_namespace", "cache_ttl_s", "cache_max_entries")),
-    ("Limits", ("max_items_per_request", "max_body_bytes", "max_inflight_requests", "max_text_chars",
-                "retry_after_s")),
+    ("Limits", ("max_items_per_request", "max_body_bytes", "max_inflight_requests", "max_inflight_items",
+                "max_text_chars", "retry_after_s")),
     ("Protection", ("api_keys", "api_keys_file", "metrics_key", "rate_limit_items_per_s", "rate_limit_burst",
                     "breaker_failures", "breaker_open_s")),
     ("Models on disk", ("model_dir",)),

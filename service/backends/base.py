@@ -3,19 +3,24 @@
 from __future__ import annotations
 
 import asyncio
+import math
 import random
 import time
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any, Protocol, TypeVar
 
 import numpy as np
 
 from service.backends.breaker import CircuitBreaker
-from service.exceptions import BackendUnavailable
+from service.exceptions import BackendUnavailable, InputRejected
 from service.metrics import Metrics
 
 T = TypeVar("T")
+
+
+# The model id of a server backend before it has been learned from the server: never part of a cache key.
+UNRESOLVED_MODEL = "unresolved"
 
 
 class TransientBackendError(Exception):
@@ -29,8 +34,91 @@ class PermanentBackendError(Exception):
 @dataclass(frozen=True, slots=True)
 class Completion:
     text: str
-    # Top alternatives at the first generated token: decoded token -> logprob.
+    # Top alternatives at the first generated token: decoded token -> logprob. From a single-step verdict:
+    # each choice -> the logprob of its first tokens together.
     first_token_logprobs: dict[str, float] | None = None
+
+
+# How a backend asks for a YES/NO verdict (see `plan_verdict`).
+SINGLE_STEP = "single-step"
+CONSTRAINED = "constrained"
+DEFAULT_CHOICES = ("YES", "NO")
+
+
+@dataclass(frozen=True, slots=True)
+class VerdictPlan:
+    """One decoding step restricted to the tokens that can begin a choice (`token_choice`: token id -> the choice
+    it begins), or, where that cannot be done, the constrained multi-token call (`token_choice` None)."""
+
+    choices: tuple[str, ...]
+    token_choice: dict[int, str] | None
+    reason: str
+
+    @property
+    def mode(self) -> str:
+        return SINGLE_STEP if self.token_choice else CONSTRAINED
+
+    @property
+    def token_ids(self) -> list[int]:
+        return sorted(self.token_choice or ())
+
+    def describe(self) -> dict[str, Any]:
+        return {"verdict": self.mode, "verdict_reason": self.reason,
+                "verdict_tokens": {str(t): c for t, c in sorted((self.token_choice or {}).items())}}
+
+
+def choice_prefixes(choices: Sequence[str]) -> list[str]:
+    """Every non-empty prefix of every choice, once: `YES`, `NO` -> Y, YE, YES, N, NO."""
+    return list(dict.fromkeys(c[:k] for c in choices for k in range(1, len(c) + 1)))
+
+
+def plan_verdict(choices: Sequence[str], reply_ids: Mapping[str, Sequence[int]]) -> VerdictPlan:
+    """Which first tokens decide the verdict, from how the judge's tokenizer writes each prefix of each choice as
+    the start of the assistant's reply (`reply_ids`, from the chat template the model sees).
+
+    A prefix that is one token can be the first step of constrained decoding (SmolLM2: `Y` for YES, `N` and `NO`
+    for NO); allowing exactly those keeps the verdict of the constrained call, whose choices part at the first
+    step. When two choices share a first token, one step cannot tell them apart: the constrained call it is.
+    """
+    choices = tuple(choices)
+    if len(choices) < 2:
+        return VerdictPlan(choices, None, "fewer than two choices")
+    firsts: dict[int, str] = {}
+    for c in choices:
+        ids = list(reply_ids.get(c) or ())
+        if not ids:
+            return VerdictPlan(choices, None, f"the tokenizer writes {c!r} as no token")
+        if ids[0] in firsts:
+            return VerdictPlan(choices, None, f"{firsts[ids[0]]!r} and {c!r} begin with the same token {ids[0]}")
+        firsts[ids[0]] = c
+    token_choice = dict(firsts)  # each choice's own first token, and every prefix that is one token
+    for c in choices:
+        for k in range(1, len(c) + 1):
+            ids = list(reply_ids.get(c[:k]) or ())
+            if len(ids) != 1:
+                continue
+            other = token_choice.setdefault(ids[0], c)
+            if other != c:
+                return VerdictPlan(choices, None, f"token {ids[0]} ({c[:k]!r}) begins both {other!r} and {c!r}")
+    shown = ", ".join(f"{t}->{c}" for t, c in sorted(token_choice.items()))
+    return VerdictPlan(choices, token_choice, f"one decoding step among the first tokens {shown}")
+
+
+def single_step_completion(plan: VerdictPlan, token_id: int, logprobs: Mapping[int, float]) -> Completion | None:
+    """The verdict from one decoded token: its choice as the text, and each choice's logprob (its first tokens'
+    together) for p(YES); None when the token is not one the plan allows (the server ignored the restriction)."""
+    if plan.token_choice is None or token_id not in plan.token_choice:
+        return None
+    by_choice: dict[str, list[float]] = {}
+    for tid, lp in logprobs.items():
+        c = plan.token_choice.get(tid)
+        if c is not None and lp is not None and math.isfinite(lp):
+            by_choice.setdefault(c, []).append(lp)
+    first = {}
+    for c, lps in by_choice.items():
+        top = max(lps)
+        first[c] = top + math.log(sum(math.exp(lp - top) for lp in lps))
+    return Completion(text=plan.token_choice[token_id], first_token_logprobs=first or None)
 
 
 class JudgeBackend(Protocol):
@@ -59,6 +147,32 @@ class JudgeBackend(Protocol):
         """One greedy chat completion; raises TransientBackendError / PermanentBackendError."""
         ...
 
+    async def verdict(
+        self,
+        messages: list[dict[str, str]],
+        *,
+        choices: Sequence[str],
+        max_tokens: int,
+        top_logprobs: int,
+    ) -> Completion:
+        """The reward's verdict: `text` is one of `choices`, `first_token_logprobs` gives p(YES) at the step that
+        decided it. One decoding step where the backend learned the choices' first tokens at start (see
+        `plan_verdict`), else a constrained `complete` of up to `max_tokens`."""
+        ...
+
+    def describe(self) -> dict[str, Any]:
+        """What the backend runs with (dtype, verdict mode and why), for logs, /readyz and the bench."""
+        ...
+
+
+async def ask_verdict(judge: Any, messages: list[dict[str, str]], *, choices: Sequence[str], max_tokens: int,
+                      top_logprobs: int) -> Completion:
+    """The judge's verdict call; a backend with only `complete` gets the constrained call."""
+    verdict = getattr(judge, "verdict", None)
+    if verdict is not None:
+        return await verdict(messages, choices=choices, max_tokens=max_tokens, top_logprobs=top_logprobs)
+    return await judge.complete(messages, max_tokens=max_tokens, choice=list(choices), top_logprobs=top_logprobs)
+
 
 class Embedder(Protocol):
     name: str
@@ -72,8 +186,8 @@ class Embedder(Protocol):
 
     async def health(self) -> dict[str, Any]: ...
 
-    async def embed(self, texts: list[str]) -> np.ndarray:
-        """L2-normalised embeddings, one row per text, in order."""
+    async def embed(self, texts: list[str], tenant: str = "") -> np.ndarray:
+        """L2-normalised embeddings, one row per text, in order; `tenant` may be used to batch fairly."""
         ...
 
 
@@ -121,6 +235,10 @@ async def call_backend(
                 metrics.backend_requests.labels(kind, "error").inc()
                 last = str(exc) or type(exc).__name__
                 continue
+            except InputRejected:
+                metrics.backend_requests.labels(kind, "rejected").inc()
+                outcome = True  # the backend answered: it is healthy, the input is not
+                raise
             except PermanentBackendError as exc:
                 metrics.backend_requests.labels(kind, "error").inc()
                 raise BackendUnavailable(kind, str(exc), retry_after_s=retry_after_s) from exc

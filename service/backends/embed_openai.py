@@ -46,7 +46,8 @@ class OpenAIEmbedder:
             self._model = str(models[0]["id"])
         return {"url": self._base_url, "model": self._model}
 
-    async def embed(self, texts: list[str]) -> np.ndarray:
+    async def embed(self, texts: list[str], tenant: str = "") -> np.ndarray:
+        # The embeddings server batches concurrent requests itself; `tenant` is not needed there.
         if not self._model:
             await self.health()
         rows: list[list[float]] = []

@@ -61,8 +61,8 @@ class SentenceTransformerEmbedder:
         row = {t: i for i, t in enumerate(unique)}
         return vecs.astype(np.float32, copy=False)[[row[t] for t in texts]]
 
-    async def embed(self, texts: list[str]) -> np.ndarray:
+    async def embed(self, texts: list[str], tenant: str = "") -> np.ndarray:
         if self._model is None:
             raise TransientBackendError("model not loaded")
-        rows = await self._batcher.submit(texts)
+        rows = await self._batcher.submit(texts, tenant)
         return np.stack(rows) if rows else np.zeros((0, 0), np.float32)

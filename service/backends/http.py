@@ -5,6 +5,7 @@ from __future__ import annotations
 import httpx
 
 from service.backends.base import PermanentBackendError, TransientBackendError
+from service.exceptions import InputRejected
 
 
 def auth_headers(api_key: str | None) -> dict[str, str]:
@@ -12,10 +13,13 @@ def auth_headers(api_key: str | None) -> dict[str, str]:
 
 
 def raise_for_status(resp: httpx.Response, what: str) -> None:
-    """5xx and 429 are worth a retry; other 4xx are not."""
+    """5xx and 429 are worth a retry. 400, 413 and 422 refuse this input (e.g. a prompt longer than the
+    model's context): the item fails alone. Other 4xx (401, 404: a misconfigured backend) are not retried."""
     if resp.status_code < 400:
         return
     detail = resp.text[:300]
     if resp.status_code >= 500 or resp.status_code == 429:
         raise TransientBackendError(f"{what} answered {resp.status_code}: {detail}")
+    if resp.status_code in (400, 413, 422):
+        raise InputRejected(f"{what} refused the input ({resp.status_code}): {detail}")
     raise PermanentBackendError(f"{what} answered {resp.status_code}: {detail}")

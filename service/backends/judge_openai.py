@@ -4,15 +4,32 @@ from __future__ import annotations
 
 import asyncio
 import itertools
+import logging
 import time
+from collections.abc import Sequence
 from typing import Any
 
 import httpx
 
-from service.backends.base import Completion, PermanentBackendError, TransientBackendError
+from service.backends.base import (
+    DEFAULT_CHOICES,
+    Completion,
+    PermanentBackendError,
+    TransientBackendError,
+    VerdictPlan,
+    choice_prefixes,
+    plan_verdict,
+    single_step_completion,
+)
 from service.backends.http import auth_headers, raise_for_status
+from service.exceptions import InputRejected
+
+log = logging.getLogger("medix.judge")
 
 REPLICA_REST_S = 2.0
+# The conversation in which the choices' first tokens are learned and the single-step call is tried once.
+PROBE_MESSAGES = [{"role": "system", "content": "Answer with one word: YES or NO."},
+                  {"role": "user", "content": "Is the sky blue on a clear day? YES or NO."}]
 
 
 class OpenAIJudge:
@@ -21,12 +38,17 @@ class OpenAIJudge:
     name = "openai"
 
     def __init__(self, base_urls: str | list[str], model: str | None, api_key: str | None, timeout_s: float,
-                 max_connections: int) -> None:
+                 max_connections: int, *, verdict_choices: Sequence[str] = DEFAULT_CHOICES,
+                 single_step: bool = True, transport: httpx.AsyncBaseTransport | None = None) -> None:
         self._urls = [base_urls] if isinstance(base_urls, str) else list(base_urls)
         self._model = model
+        self._choices = tuple(verdict_choices)
+        self._use_single_step = single_step
+        self._plan: VerdictPlan | None = None  # learned from the first server that answers
+        self._plan_lock = asyncio.Lock()
         limits = httpx.Limits(max_connections=max_connections, max_keepalive_connections=max_connections)
         self._clients = [
-            httpx.AsyncClient(base_url=url, headers=auth_headers(api_key), limits=limits,
+            httpx.AsyncClient(base_url=url, headers=auth_headers(api_key), limits=limits, transport=transport,
                               timeout=httpx.Timeout(timeout_s, connect=min(5.0, timeout_s)))
             for url in self._urls
         ]
@@ -40,8 +62,10 @@ class OpenAIJudge:
     async def start(self) -> None:
         try:
             await self._resolve_model()
-        except (TransientBackendError, PermanentBackendError):
-            pass  # the servers may come up later; /readyz reports it meanwhile
+            await self._verdict_plan()
+        except (TransientBackendError, PermanentBackendError, TimeoutError):
+            # The servers may come up later; /readyz reports it meanwhile, and the first verdict learns the plan.
+            log.info("judge server not answering yet: the verdict's first tokens are learned on the first verdict")
 
     async def close(self) -> None:
         await asyncio.gather(*(c.aclose() for c in self._clients))
@@ -82,7 +106,11 @@ class OpenAIJudge:
                 replicas[url] = str(exc)[:200]
         if not any(v == "ok" for v in replicas.values()):
             raise TransientBackendError(f"no judge replica answers: {replicas}")
-        return {"model": self._model, "replicas": replicas}
+        return {"model": self._model, "replicas": replicas, **self.describe()}
+
+    def describe(self) -> dict[str, Any]:
+        plan = self._plan.describe() if self._plan else {"verdict": "not learned yet (no server answered)"}
+        return {"dtype": "set by the judge server (`medix-reward judge-server` prints its choice)", **plan}
 
     def _pick(self) -> int:
         """The next replica in turn that is not resting; the next in turn if all are."""
@@ -116,15 +144,7 @@ class OpenAIJudge:
         if top_logprobs:
             body["logprobs"] = True
             body["top_logprobs"] = top_logprobs
-        i = self._pick()
-        try:
-            resp = await self._clients[i].post("/chat/completions", json=body)
-        except httpx.TimeoutException as exc:
-            raise TimeoutError(f"{self._urls[i]}: {exc!r}") from exc
-        except httpx.TransportError as exc:
-            self._down_until[i] = time.monotonic() + REPLICA_REST_S
-            raise TransientBackendError(f"cannot reach {self._urls[i]}: {exc!r}") from exc
-        raise_for_status(resp, f"POST {self._urls[i]}/chat/completions")
+        resp = await self._post("/chat/completions", body)
         try:
             out = resp.json()["choices"][0]
             text = out["message"]["content"] or ""
@@ -135,3 +155,136 @@ class OpenAIJudge:
         except (KeyError, IndexError, TypeError, ValueError) as exc:
             raise PermanentBackendError(f"unexpected reply from the judge: {resp.text[:200]}") from exc
         return Completion(text=text, first_token_logprobs=first)
+
+    async def _post(self, path: str, body: dict[str, Any], i: int | None = None) -> httpx.Response:
+        """POST to a replica (the next in turn by default): `path` under its /v1 base URL, or an absolute URL
+        (the server's own routes, e.g. /tokenize)."""
+        i = self._pick() if i is None else i
+        try:
+            resp = await self._clients[i].post(path, json=body)
+        except httpx.TimeoutException as exc:
+            raise TimeoutError(f"{self._urls[i]}: {exc!r}") from exc
+        except httpx.TransportError as exc:
+            self._down_until[i] = time.monotonic() + REPLICA_REST_S
+            raise TransientBackendError(f"cannot reach {self._urls[i]}: {exc!r}") from exc
+        raise_for_status(resp, f"POST {path if path.startswith('http') else self._urls[i] + path}")
+        return resp
+
+    # -- the reward's verdict: one decoding step ------------------------------------------------------------
+    def _single_step_body(self, model: str, messages: list[dict[str, str]], plan: VerdictPlan,
+                          top_logprobs: int) -> dict[str, Any]:
+        ids = plan.token_ids
+        return {
+            "model": model, "messages": messages, "temperature": 0, "max_tokens": 1,
+            "chat_template_kwargs": {"enable_thinking": False},
+            # vLLM's own parameters: the step may only emit a choice's first token, and the logprobs of exactly
+            # those tokens come back (top_logprobs serves a server that ignores logprob_token_ids); tokens are
+            # named by id, so that a token is never confused with another that decodes alike.
+            "allowed_token_ids": ids, "logprobs": True, "logprob_token_ids": ids,
+            "top_logprobs": max(top_logprobs, len(ids)), "return_tokens_as_token_ids": True,
+        }
+
+    @staticmethod
+    def _read_single_step(resp: httpx.Response) -> tuple[int | None, dict[int, float]]:
+        """The emitted token's id and the logprobs by token id, from a reply with `return_tokens_as_token_ids`;
+        None as the id when the reply names tokens otherwise (the server ignored the parameter)."""
+        try:
+            content = (resp.json()["choices"][0].get("logprobs") or {}).get("content") or []
+        except (KeyError, IndexError, TypeError, ValueError) as exc:
+            raise PermanentBackendError(f"unexpected reply from the judge: {resp.text[:200]}") from exc
+        if not content:
+            return None, {}
+
+        def token_id(token: Any) -> int | None:
+            if isinstance(token, str) and token.startswith("token_id:") and token[9:].lstrip("-").isdigit():
+                return int(token[9:])
+            return None
+
+        step = content[0]
+        logprobs: dict[int, float] = {}
+        for entry in [step, *(step.get("top_logprobs") or [])]:
+            tid = token_id(entry.get("token"))
+            if tid is not None and entry.get("logprob") is not None:
+                logprobs[tid] = float(entry["logprob"])
+        return token_id(step.get("token")), logprobs
+
+    def _root(self, i: int) -> str:
+        """The server's own root (the base URL without /v1), where vLLM serves /tokenize."""
+        url = self._urls[i].rstrip("/")
+        return url[:-3] if url.endswith("/v1") else url
+
+    async def _tokenize(self, i: int, model: str, messages: list[dict[str, str]], reply: str | None) -> list[int]:
+        body: dict[str, Any] = {"model": model, "chat_template_kwargs": {"enable_thinking": False}}
+        if reply is None:
+            body |= {"messages": messages, "add_generation_prompt": True}
+        else:
+            body |= {"messages": [*messages, {"role": "assistant", "content": reply}],
+                     "add_generation_prompt": False, "continue_final_message": True}
+        resp = await self._post(f"{self._root(i)}/tokenize", body, i)
+        try:
+            return [int(t) for t in resp.json()["tokens"]]
+        except (KeyError, TypeError, ValueError) as exc:
+            raise PermanentBackendError(f"unexpected reply from /tokenize: {resp.text[:200]}") from exc
+
+    async def _learn_plan(self) -> VerdictPlan:
+        """The choices' first tokens from the server's tokenizer, then one single-step call to see that the
+        server takes it; the constrained call where either fails. Raises when no server answers (try later)."""
+        if not self._use_single_step:
+            return VerdictPlan(self._choices, None, "single-step verdicts switched off")
+        model = await self._resolve_model()
+        i = self._pick()
+        try:
+            context = await self._tokenize(i, model, PROBE_MESSAGES, None)
+            reply_ids: dict[str, list[int]] = {}
+            for prefix in choice_prefixes(self._choices):
+                ids = await self._tokenize(i, model, PROBE_MESSAGES, prefix)
+                if ids[:len(context)] != context:
+                    return VerdictPlan(self._choices, None, "the chat template does not continue an assistant reply "
+                                       "after the generation prompt")
+                reply_ids[prefix] = ids[len(context):]
+        except (PermanentBackendError, InputRejected) as exc:
+            return VerdictPlan(self._choices, None, f"the server's /tokenize is not usable: {exc}"[:300])
+        plan = plan_verdict(self._choices, reply_ids)
+        if plan.token_choice is None:
+            return plan
+        try:
+            resp = await self._post("/chat/completions", self._single_step_body(model, PROBE_MESSAGES, plan, 2), i)
+        except (PermanentBackendError, InputRejected) as exc:
+            return VerdictPlan(self._choices, None, f"the server refused the single-step call: {exc}"[:300])
+        token, logprobs = self._read_single_step(resp)
+        if token is None or token not in plan.token_choice:
+            return VerdictPlan(self._choices, None, "the server ignored allowed_token_ids or "
+                               f"return_tokens_as_token_ids (it emitted {resp.text[:120]!r})")
+        if not set(plan.token_choice.values()) <= {plan.token_choice[t] for t in logprobs if t in plan.token_choice}:
+            return VerdictPlan(self._choices, plan.token_choice,
+                               f"{plan.reason}; the server ignored logprob_token_ids: p(YES) from the top logprobs")
+        return plan
+
+    async def _verdict_plan(self) -> VerdictPlan:
+        if self._plan is None:
+            async with self._plan_lock:
+                if self._plan is None:
+                    self._plan = await self._learn_plan()
+                    level = logging.INFO if self._plan.token_choice else logging.WARNING
+                    log.log(level, "judge verdict: %s (%s)", self._plan.mode, self._plan.reason)
+        return self._plan
+
+    async def verdict(self, messages: list[dict[str, str]], *, choices: Sequence[str], max_tokens: int,
+                      top_logprobs: int) -> Completion:
+        plan = None
+        if tuple(choices) == self._choices:
+            try:
+                plan = await self._verdict_plan()
+            except (TransientBackendError, PermanentBackendError, TimeoutError):
+                plan = None  # no server answers yet: the constrained call fails or retries as any call would
+        if plan is None or plan.token_choice is None:
+            return await self.complete(messages, max_tokens=max_tokens, choice=list(choices),
+                                       top_logprobs=top_logprobs)
+        resp = await self._post("/chat/completions",
+                                self._single_step_body(await self._resolve_model(), messages, plan, top_logprobs))
+        token, logprobs = self._read_single_step(resp)
+        out = single_step_completion(plan, token, logprobs) if token is not None else None
+        if out is None:  # a replica that does not take the restriction: this verdict the constrained way
+            return await self.complete(messages, max_tokens=max_tokens, choice=list(choices),
+                                       top_logprobs=top_logprobs)
+        return out

@@ -2,24 +2,28 @@
 
 from __future__ import annotations
 
-import asyncio
 import json
 from dataclasses import dataclass
 
 from clients.evaluation import summarise
-from service.backends.base import JudgeBackend, RetryPolicy, call_backend
+from service.backends.base import UNRESOLVED_MODEL, JudgeBackend, RetryPolicy, call_backend
 from service.backends.breaker import CircuitBreaker
 from service.cache import Cache
+from service.exceptions import InputRejected
 from service.judge import prompts, rubric
 from service.judge.prompts import Rubric
 from service.memo import Memo
 from service.metrics import Metrics
 from service.protocol import ErrorDetail, JudgeItem, JudgeRequest, JudgeResponse, JudgeResult, JudgeSummary
+from service.scheduling import ANONYMOUS, FairSlots
 
 
-class UnparseableReply(Exception):
-    def __init__(self, round_: int, reply: str) -> None:
-        super().__init__(f"round {round_ + 1}: the judge's reply did not parse after retries: {reply[:120]!r}")
+@dataclass(frozen=True, slots=True)
+class ItemFailed:
+    """This item could not be judged (its failure is reported with it; the batch goes on). Not cached."""
+
+    type: str
+    message: str
 
 
 @dataclass(frozen=True, slots=True)
@@ -48,7 +52,7 @@ class Judged:
 
 class Evaluator:
     def __init__(self, *, judge: JudgeBackend, cache: Cache, metrics: Metrics, policy: RetryPolicy,
-                 judge_slots: asyncio.Semaphore, retry_after_s: int, task_rubrics: dict[str, Rubric],
+                 judge_slots: FairSlots, retry_after_s: int, task_rubrics: dict[str, Rubric],
                  max_tokens: int = 24, parse_retries: int = 1, max_chars: int = 8000,
                  breaker: CircuitBreaker | None = None) -> None:
         self.judge = judge
@@ -61,7 +65,7 @@ class Evaluator:
         self._max_tokens = max_tokens
         self._parse_retries = parse_retries
         self._max_chars = max_chars
-        self._memo: Memo[Judged | UnparseableReply] = Memo(Judged.encode, Judged.decode)
+        self._memo: Memo[Judged | ItemFailed] = Memo(Judged.encode, Judged.decode)
         self._breaker = breaker
 
     def case(self, item: JudgeItem) -> Case:
@@ -73,26 +77,28 @@ class Evaluator:
         return self.cache.key("eval", self.judge.model_id, prompts.PROMPT_VERSION, case.rubric, str(rounds),
                               case.question, case.reference, case.prediction)
 
-    async def evaluate(self, request: JudgeRequest) -> JudgeResponse:
+    async def evaluate(self, request: JudgeRequest, tenant: str = ANONYMOUS) -> JudgeResponse:
         self.metrics.items.labels("/judge").inc(len(request.items))
         cases = [self.case(it) for it in request.items]
         keys = [self.key(c, request.rounds) for c in cases]
         distinct = dict(zip(keys, cases, strict=True))
 
-        raw = (await self.cache.lookup({"judge": list(distinct)}))["judge"]
-        done: dict[str, Judged | UnparseableReply] = dict(self._memo.hits(distinct, raw))
+        cached = self.judge.model_id != UNRESOLVED_MODEL  # never read or write under a placeholder model id
+        raw = (await self.cache.lookup({"judge": list(distinct) if cached else []}))["judge"]
+        done: dict[str, Judged | ItemFailed] = dict(self._memo.hits(distinct, raw)) if cached else {}
         hits = set(done)
         fresh = await self._memo.compute({k: c for k, c in distinct.items() if k not in done},
-                                         lambda c: self._judge_case(c, request.rounds))
+                                         lambda c: self._judge_case(c, request.rounds, tenant))
         done.update(fresh)
-        await self.cache.store_many(self._memo.encoded({k: v for k, v in fresh.items() if isinstance(v, Judged)}))
+        if cached:
+            await self.cache.store_many(self._memo.encoded({k: v for k, v in fresh.items() if isinstance(v, Judged)}))
 
         results = []
         for i, (item, case, key) in enumerate(zip(request.items, cases, keys, strict=True)):
             out = done[key]
-            if isinstance(out, UnparseableReply):
+            if isinstance(out, ItemFailed):
                 results.append(JudgeResult(id=item.id, task=item.task, rubric=case.rubric, score=None, votes=[],
-                                           error=ErrorDetail(type="unparseable_reply", message=str(out),
+                                           error=ErrorDetail(type=out.type, message=out.message,
                                                              param=f"items[{i}]")))
                 continue
             score, raw = rubric.aggregate(out.votes, case.rubric)
@@ -104,7 +110,7 @@ class Evaluator:
         return JudgeResponse(results=results, summary=JudgeSummary.model_validate(summary),
                              judge_model=self.judge.model_id, prompt_version=prompts.PROMPT_VERSION)
 
-    async def _judge_case(self, case: Case, rounds: int) -> Judged | UnparseableReply:
+    async def _judge_case(self, case: Case, rounds: int, tenant: str) -> Judged | ItemFailed:
         """All rounds of one conversation; a reply that never parses fails this item only."""
         messages = prompts.first_messages(case.rubric, case.question, case.reference, case.prediction)
         schema = prompts.schema(case.rubric)
@@ -116,17 +122,22 @@ class Evaluator:
                 budget = self._max_tokens * (2 ** attempt)
 
                 async def ask(msgs: list[dict[str, str]] = messages, budget: int = budget) -> str:
-                    async with self._slots:
-                        out = await self.judge.complete(msgs, max_tokens=budget, json_schema=schema)
-                    return out.text
+                    return (await self.judge.complete(msgs, max_tokens=budget, json_schema=schema)).text
 
-                text = await call_backend("judge", ask, self._policy, self.metrics, self._retry_after,
-                                          self._breaker)
+                # The slot is taken before the breaker check and outside the retry timeout, as /reward does:
+                # waiting behind a big batch is not a backend timeout, and a half-open probe holds its slot.
+                try:
+                    async with self._slots.slot(tenant):
+                        text = await call_backend("judge", ask, self._policy, self.metrics, self._retry_after,
+                                                  self._breaker)
+                except InputRejected as exc:
+                    return ItemFailed("input_rejected", f"round {r + 1}: judge: {exc.message}")
                 score = rubric.parse_score(text, case.rubric)
                 if score is not None:
                     break
             if score is None:
-                return UnparseableReply(r, text)
+                return ItemFailed("unparseable_reply",
+                                  f"round {r + 1}: the judge's reply did not parse after retries: {text[:120]!r}")
             votes.append(score)
             replies.append(text)
             messages = [*messages, {"role": "assistant", "content": text},

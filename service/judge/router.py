@@ -5,8 +5,7 @@ from __future__ import annotations
 from fastapi import APIRouter, Request
 
 from service.concurrency import cancel_on_disconnect
-from service.deps import EvaluatorDep, LimiterDep, SettingsDep
-from service.limits import admit
+from service.deps import AdmissionDep, EvaluatorDep
 from service.protocol import ErrorResponse, JudgeRequest, JudgeResponse
 
 router = APIRouter(tags=["judge"])
@@ -14,8 +13,8 @@ ERRORS = {code: {"model": ErrorResponse} for code in (401, 413, 422, 429, 503)}
 
 
 @router.post("/judge", response_model=JudgeResponse, responses=ERRORS, response_model_exclude_none=True)
-async def judge(body: JudgeRequest, request: Request, evaluator: EvaluatorDep, settings: SettingsDep,
-                limiter: LimiterDep) -> JudgeResponse:
+async def judge(body: JudgeRequest, request: Request, evaluator: EvaluatorDep,
+                admission: AdmissionDep) -> JudgeResponse:
     """Reference-based LLM-as-judge: per item score and votes, and a per-task summary."""
-    await admit(request, settings, limiter, body, "items")
-    return await cancel_on_disconnect(request.receive, evaluator.evaluate(body))
+    async with admission.admit(request, body, "items") as tenant:
+        return await cancel_on_disconnect(request.receive, evaluator.evaluate(body, tenant=tenant))

@@ -2,11 +2,12 @@
 
 from __future__ import annotations
 
+import hashlib
 import json
 import math
 from pathlib import Path
 
-from pydantic import BaseModel, field_validator
+from pydantic import BaseModel, field_validator, model_validator
 
 CHOICES = ["YES", "NO"]
 
@@ -23,6 +24,22 @@ class JudgePrompt(BaseModel, frozen=True):
             if name not in v:
                 raise ValueError(f"the user template must contain {name}")
         return v
+
+    @model_validator(mode="after")
+    def _renders(self) -> JudgePrompt:
+        # Checked when the prompt is loaded, so that a bad template stops start-up instead of failing requests.
+        for part in ("system", "user"):
+            try:
+                getattr(self, part).format_map({"answer": "a", "reference": "r", "question": "q"})
+            except (KeyError, IndexError, ValueError) as exc:
+                raise ValueError(f"the {part} template does not render ({exc!r}): only {{answer}}, {{reference}} "
+                                 "and {question} may be used; write {{ and }} for literal braces") from exc
+        return self
+
+    @property
+    def fingerprint(self) -> str:
+        """Changes whenever the text does, even under the same version: part of every verdict's cache key."""
+        return hashlib.sha256("\x1f".join((self.version, self.system, self.user)).encode()).hexdigest()[:16]
 
     @property
     def uses_question(self) -> bool:
@@ -57,7 +74,10 @@ def load_prompt(path: Path | None) -> JudgePrompt:
 
 
 def p_yes(first_token_logprobs: dict[str, float] | None, verdict: str) -> float:
-    """Probability of YES from the first token's alternatives (tokens that begin YES vs NO).
+    """Probability of YES from the first token's alternatives (tokens that begin YES vs NO), normalised over the
+    two: from a constrained call, the first step's top tokens (`Y` vs `N`, `NO`); from a single-step verdict, each
+    choice's logprob as the backend sums it over the choice's first tokens (`YES`, `NO`). Both are the same
+    softmax over the tokens that can begin a choice.
 
     Falls back to the decoded verdict when the alternatives say nothing about either.
     """

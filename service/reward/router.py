@@ -5,8 +5,7 @@ from __future__ import annotations
 from fastapi import APIRouter, Request
 
 from service.concurrency import cancel_on_disconnect
-from service.deps import LimiterDep, ScorerDep, SettingsDep
-from service.limits import admit
+from service.deps import AdmissionDep, ScorerDep
 from service.protocol import ErrorResponse, OpenRLHFRequest, OpenRLHFResponse, RewardRequest, RewardResponse
 from service.reward import openrlhf
 
@@ -15,19 +14,20 @@ ERRORS = {code: {"model": ErrorResponse} for code in (401, 413, 422, 429, 503)}
 
 
 @router.post("/reward", response_model=RewardResponse, responses=ERRORS)
-async def reward(body: RewardRequest, request: Request, scorer: ScorerDep, settings: SettingsDep,
-                 limiter: LimiterDep) -> RewardResponse:
+async def reward(body: RewardRequest, request: Request, scorer: ScorerDep,
+                 admission: AdmissionDep) -> RewardResponse:
     """Score a batch of sampled answers with the composite reward; results in request order."""
     scorer.profile(body.profile)  # an unknown profile is refused before the rate limit is charged
-    await admit(request, settings, limiter, body, "items")
-    return await cancel_on_disconnect(request.receive, scorer.score(body))
+    async with admission.admit(request, body, "items") as tenant:
+        return await cancel_on_disconnect(request.receive, scorer.score(body, tenant=tenant))
 
 
 @router.post("/get_reward", response_model=OpenRLHFResponse, responses=ERRORS)
-async def get_reward(body: OpenRLHFRequest, request: Request, scorer: ScorerDep, settings: SettingsDep,
-                     limiter: LimiterDep) -> OpenRLHFResponse:
-    """OpenRLHF's remote reward protocol: `--remote_rm_url http://host:port/get_reward`."""
+async def get_reward(body: OpenRLHFRequest, request: Request, scorer: ScorerDep,
+                     admission: AdmissionDep) -> OpenRLHFResponse:
+    """OpenRLHF's remote reward protocol: `--reward.remote_url http://host:port/get_reward`."""
     reward_request = openrlhf.to_reward_request(body)  # mismatched lists and bad labels: 422 before charging
-    await admit(request, settings, limiter, body, "query")
-    scored = await cancel_on_disconnect(request.receive, scorer.score(reward_request, route="/get_reward"))
+    async with admission.admit(request, body, "query") as tenant:
+        scored = await cancel_on_disconnect(request.receive,
+                                            scorer.score(reward_request, route="/get_reward", tenant=tenant))
     return openrlhf.from_reward_response(scored)

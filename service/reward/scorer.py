@@ -2,8 +2,8 @@
 
 from __future__ import annotations
 
-import asyncio
 import json
+import time
 from dataclasses import dataclass
 from typing import Literal
 
@@ -11,6 +11,7 @@ import numpy as np
 
 from clients.contract import SCORE_KEYS
 from service.backends.base import (
+    UNRESOLVED_MODEL,
     Embedder,
     JudgeBackend,
     RetryPolicy,
@@ -19,12 +20,14 @@ from service.backends.base import (
 )
 from service.backends.breaker import CircuitBreaker
 from service.cache import Cache
-from service.concurrency import gather_or_cancel
-from service.exceptions import InvalidRequest
+from service.concurrency import gather_or_cancel, off_loop
+from service.exceptions import InputRejected, InvalidRequest
 from service.memo import Memo
 from service.metrics import Metrics
+from service.phases import PhaseTimer
 from service.protocol import (
     CacheFlags,
+    ErrorDetail,
     ProfileInfo,
     RewardDetails,
     RewardItem,
@@ -35,6 +38,7 @@ from service.protocol import (
 from service.reward import rules
 from service.reward.profiles import PROFILES, Profile
 from service.reward.prompt import CHOICES, JudgePrompt, p_yes, read_verdict
+from service.scheduling import ANONYMOUS, FairSlots
 
 
 @dataclass(slots=True)
@@ -48,6 +52,21 @@ class Prepared:
     format: float
     modality: float | None
     decided_by: Literal["exact", "invalid", "backends"]
+
+
+@dataclass(slots=True)
+class Plan:
+    prepared: list[Prepared]
+    keys: dict[int, tuple[str, str, str]]
+    pairs: dict[str, Prepared]
+    texts: dict[str, str]
+
+
+@dataclass(frozen=True, slots=True)
+class Rejected:
+    """The judge refused this input; not cached (a bigger context or a shorter prompt may take it)."""
+
+    message: str
 
 
 @dataclass(frozen=True, slots=True)
@@ -89,7 +108,7 @@ class RewardScorer:
                  judge_concurrency: int, judge_max_tokens: int, judge_top_logprobs: int,
                  retry_after_s: int, max_answer_chars: int = 4000,
                  profiles: dict[str, Profile] | None = None, default_profile: str = "medix-r1",
-                 judge_slots: asyncio.Semaphore | None = None, judge_breaker: CircuitBreaker | None = None,
+                 judge_slots: FairSlots | None = None, judge_breaker: CircuitBreaker | None = None,
                  embed_breaker: CircuitBreaker | None = None) -> None:
         self.judge = judge
         self.embedder = embedder
@@ -99,8 +118,8 @@ class RewardScorer:
         self._judge_policy = judge_policy
         self._embed_policy = embed_policy
         # Shared with /judge so that the two routes together stay within the judge's concurrency.
-        self._judge_slots = judge_slots or asyncio.Semaphore(judge_concurrency)
-        self._verdicts: Memo[Verdict] = Memo(Verdict.encode, Verdict.decode)
+        self._judge_slots = judge_slots or FairSlots(judge_concurrency)
+        self._verdicts: Memo[Verdict | Rejected] = Memo(Verdict.encode, Verdict.decode)
         self._judge_breaker, self._embed_breaker = judge_breaker, embed_breaker
         self._max_tokens = judge_max_tokens
         self._top_logprobs = judge_top_logprobs
@@ -123,73 +142,110 @@ class RewardScorer:
 
     # -- keys ---------------------------------------------------------------------------------
     def judge_key(self, p: Prepared) -> str:
+        # What decides a verdict: the resolved model, the prompt's text (not only its version), the inputs.
         question = (p.question or "") if self.prompt.uses_question else ""
-        return self.cache.key("judge", self.judge.model_id, self.prompt.version, p.answer, p.reference, question)
+        return self.cache.key("judge", self.judge.model_id, self.prompt.fingerprint, p.answer, p.reference, question)
 
     def embed_key(self, text: str) -> str:
         return self.cache.key("embed", self.embedder.model_id, text)
 
-    # -- the request path ---------------------------------------------------------------------
-    async def score(self, request: RewardRequest, route: str = "/reward") -> RewardResponse:
-        profile = self.profile(request.profile)
+    def _plan(self, request: RewardRequest, profile: Profile) -> Plan:
+        """The pure rules for every item, and the keys of what still needs a backend (CPU work, no I/O)."""
         prepared = [prepare(i, item, profile) for i, item in enumerate(request.items)]
-        self.metrics.items.labels(route).inc(len(prepared))
-
         # Keys once per item that needs the backends: (judge key, answer embed key, reference embed key).
         keys = {i: (self.judge_key(p), self.embed_key(p.answer), self.embed_key(p.reference))
                 for i, p in enumerate(prepared) if p.decided_by == "backends"}
         pairs = {jk: prepared[i] for i, (jk, _, _) in keys.items()}
         texts = {k: t for i, (_, ak, rk) in keys.items() for k, t in ((ak, prepared[i].answer),
                                                                        (rk, prepared[i].reference))}
+        return Plan(prepared, keys, pairs, texts)
 
-        cached = await self.cache.lookup({"judge": list(pairs), "embed": list(texts)})
-        verdicts = self._verdicts.hits(pairs, cached["judge"])
+    # -- the request path ---------------------------------------------------------------------
+    async def score(self, request: RewardRequest, route: str = "/reward", tenant: str = ANONYMOUS) -> RewardResponse:
+        timer = PhaseTimer(self.metrics)
+        profile = self.profile(request.profile)
+        size = sum(len(item.response) for item in request.items)
+        with timer.phase("rules"):
+            plan = await off_loop(lambda: self._plan(request, profile), heavy=size > OFF_LOOP_CHARS)
+        prepared, keys, pairs, texts = plan.prepared, plan.keys, plan.pairs, plan.texts
+        self.metrics.items.labels(route).inc(len(prepared))
+        # A model id not yet learned from the server is a placeholder: nothing is read or written under it.
+        judge_cached = self.judge.model_id != UNRESOLVED_MODEL
+
+        with timer.phase("cache_lookup"):
+            cached = await self.cache.lookup({"judge": list(pairs) if judge_cached else [], "embed": list(texts)})
+        verdicts = self._verdicts.hits(pairs, cached["judge"]) if judge_cached else {}
         vectors = {k: np.frombuffer(v, dtype=np.float32) for k, v in zip(texts, cached["embed"], strict=True)
                    if v is not None}
         judge_hit, embed_hit = set(verdicts), set(vectors)
 
+        todo = {k: p for k, p in pairs.items() if k not in verdicts}
         new_verdicts, new_vectors = await gather_or_cancel(
-            self._verdicts.compute({k: p for k, p in pairs.items() if k not in verdicts}, self._judge_one),
-            self._embed_all({k: t for k, t in texts.items() if k not in vectors}),
+            timer.timed("judge", self._verdicts.compute(todo, lambda p: self._judge_or_reject(p, tenant))),
+            timer.timed("embed", self._embed_all({k: t for k, t in texts.items() if k not in vectors}, tenant)),
         )
         verdicts.update(new_verdicts)
         vectors.update(new_vectors)
-        await self.cache.store_many(self._verdicts.encoded(new_verdicts)
-                                    | {k: v.tobytes() for k, v in new_vectors.items()})
+        keep = {k: v for k, v in new_verdicts.items() if isinstance(v, Verdict)} if judge_cached else {}
+        with timer.phase("cache_write"):
+            await self.cache.store_many(self._verdicts.encoded(keep)
+                                        | {k: v.tobytes() for k, v in new_vectors.items()})
 
-        results = []
-        for i, p in enumerate(prepared):
-            if i in keys:
+        with timer.phase("compose"):
+            results = []
+            for i, p in enumerate(prepared):
+                if i not in keys:
+                    results.append(self._compose(p, profile, None, None, CacheFlags()))
+                    continue
                 jk, ak, rk = keys[i]
-                results.append(self._compose(p, profile, verdicts[jk], float(np.dot(vectors[ak], vectors[rk])),
+                verdict = verdicts[jk]
+                if isinstance(verdict, Rejected):
+                    results.append(self._rejected(p, i, verdict))
+                    continue
+                results.append(self._compose(p, profile, verdict, float(np.dot(vectors[ak], vectors[rk])),
                                              CacheFlags(judge=jk in judge_hit,
                                                         embed=ak in embed_hit and rk in embed_hit)))
-            else:
-                results.append(self._compose(p, profile, None, None, CacheFlags()))
+        timer.trace(route, tenant=tenant, items=len(prepared), pairs=len(pairs), judged=len(todo),
+                    texts=len(texts), embedded=len(new_vectors))
         self._observe(results)
         return RewardResponse(results=results, profile=self.profile_info(profile))
 
     # -- backends -----------------------------------------------------------------------------
     async def _judge_one(self, p: Prepared) -> Verdict:
+        from service.backends.base import ask_verdict
+
         messages = self.prompt.messages(p.answer, p.reference, p.question, self._max_chars)
 
         async def attempt() -> Verdict:
-            out = await self.judge.complete(messages, max_tokens=self._max_tokens, choice=CHOICES,
-                                            top_logprobs=self._top_logprobs)
+            # One decoding step where the backend learned the choices' first tokens, else the constrained call.
+            out = await ask_verdict(self.judge, messages, choices=CHOICES, max_tokens=self._max_tokens,
+                                    top_logprobs=self._top_logprobs)
             verdict = read_verdict(out.text)
             if verdict is None:
                 raise TransientBackendError(f"judge answered {out.text[:50]!r}, not YES or NO")
             return Verdict(verdict, p_yes(out.first_token_logprobs, verdict))
 
-        async with self._judge_slots:
-            return await call_backend("judge", attempt, self._judge_policy, self.metrics, self._retry_after,
-                                      self._judge_breaker)
+        return await call_backend("judge", attempt, self._judge_policy, self.metrics, self._retry_after,
+                                  self._judge_breaker)
 
-    async def _embed_all(self, texts: dict[str, str]) -> dict[str, np.ndarray]:
+    async def _judge_or_reject(self, p: Prepared, tenant: str) -> Verdict | Rejected:
+        """A verdict in the tenant's fair share of judge slots, or the judge's refusal of this one input (e.g.
+        longer than its context): the item then fails alone, with an error, and the rest of the batch is scored.
+        The slot is taken before the breaker check and outside the retry timeout (queueing is not a timeout)."""
+        async with self._judge_slots.slot(tenant):
+            start = time.perf_counter()
+            try:
+                return await self._judge_one(p)
+            except InputRejected as exc:
+                return Rejected(exc.message)
+            finally:
+                self.metrics.phase_duration.labels("judge_call").observe(time.perf_counter() - start)
+
+    async def _embed_all(self, texts: dict[str, str], tenant: str) -> dict[str, np.ndarray]:
         if not texts:
             return {}
         batch = list(texts.values())
-        vecs = await call_backend("embed", lambda: self.embedder.embed(batch), self._embed_policy,
+        vecs = await call_backend("embed", lambda: self.embedder.embed(batch, tenant=tenant), self._embed_policy,
                                   self.metrics, self._retry_after, self._embed_breaker)
         return {k: np.ascontiguousarray(vecs[i], dtype=np.float32) for i, k in enumerate(texts)}
 
@@ -218,6 +274,14 @@ class RewardScorer:
                                   judge_p_yes=verdict.p_yes if verdict else None,
                                   judge_verdict=verdict.verdict if verdict else None,
                                   similarity=similarity, cache=cache),
+        )
+
+    @staticmethod
+    def _rejected(p: Prepared, index: int, rejected: Rejected) -> RewardResult:
+        return RewardResult(
+            id=p.id, overall=None, format=p.format, accuracy_llm=None, accuracy_embed=None, modality=p.modality,
+            details=RewardDetails(answer=p.answer, reference=p.reference, decided_by=p.decided_by),
+            error=ErrorDetail(type="input_rejected", message=f"judge: {rejected.message}", param=f"items[{index}]"),
         )
 
     def _observe(self, results: list[RewardResult]) -> None:

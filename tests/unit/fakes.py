@@ -69,7 +69,7 @@ class FakeEmbedder:
     async def health(self) -> dict[str, Any]:
         return {}
 
-    async def embed(self, texts: list[str]) -> np.ndarray:
+    async def embed(self, texts: list[str], tenant: str = "") -> np.ndarray:
         self.calls.append(list(texts))
         if self.fail:
             raise TransientBackendError("embedder down")

@@ -4,6 +4,8 @@ import asyncio
 
 import pytest
 
+from service.backends.base import TransientBackendError
+from service.exceptions import InputRejected
 from tests.unit.fakes import FakeJudge
 
 GOOD = {"response": "<X_RAY><thinking>t</thinking><answer>edema</answer>", "ground_truth": "<X_RAY>Pneumonia"}
@@ -137,3 +139,96 @@ async def test_text_over_the_limit_is_422_naming_it(app_client):
     long = dict(GOOD, response="x" * 100)
     async with app_client(max_text_chars=80) as c:
         assert_error_shape(await c.post("/reward", json={"items": [GOOD, long]}), 422, "items[1].response")
+
+
+class PickyJudge(FakeJudge):
+    """Refuses any prompt whose candidate answer contains LONG, as a server refuses a prompt over its context."""
+
+    async def complete(self, messages, **kw):
+        if "LONG" in messages[-1]["content"]:
+            raise InputRejected("prompt of 4100 tokens exceeds the context of 2048")
+        return await super().complete(messages, **kw)
+
+
+async def test_one_refused_item_fails_alone_and_the_batch_is_scored(app_client):
+    bad = {"response": "<thinking>t</thinking><answer>LONG answer</answer>", "ground_truth": "<X_RAY>Pneumonia"}
+    async with app_client(judge=PickyJudge()) as c:
+        r = await c.post("/reward", json={"items": [GOOD, bad, {**GOOD, "id": "x"}]})
+    assert r.status_code == 200, r.text
+    ok1, failed, ok2 = r.json()["results"]
+    assert ok1["overall"] is not None and ok2["overall"] is not None and ok1.get("error") is None
+    assert failed["overall"] is None and failed["accuracy_llm"] is None  # never a silent score
+    assert failed["error"]["type"] == "input_rejected" and failed["error"]["param"] == "items[1]"
+    assert "context" in failed["error"]["message"]
+
+
+async def test_every_text_field_is_held_to_the_length_limit(app_client):
+    long = "x" * 81
+    async with app_client(max_text_chars=80) as c:
+        for item, param in [({**GOOD, "ground_truth": "<X_RAY>" + long}, "items[0].ground_truth"),
+                            ({**GOOD, "question": long}, "items[0].question"),
+                            ({**GOOD, "ground_truth": {"answer": long, "modality": None}},
+                             "items[0].ground_truth.answer")]:
+            assert_error_shape(await c.post("/reward", json={"items": [item]}), 422, param)
+        r = await c.post("/get_reward", json={"query": ["q"], "prompts": [long], "labels": ["a"]})
+        assert_error_shape(r, 422, "prompts[0]")
+
+
+async def test_a_refused_request_costs_no_rate_limit_tokens(app_client):
+    async with app_client(rate_limit_items_per_s=0.01, rate_limit_burst=2) as c:
+        assert_error_shape(await c.post("/reward", json={"items": [GOOD, GOOD], "profile": "nope"}), 422, "profile")
+        assert (await c.post("/reward", json={"items": [GOOD, GOOD]})).status_code == 200
+        assert_error_shape(await c.post("/reward", json={"items": [GOOD] * 3}), 422, "items")  # over the burst
+        assert_error_shape(await c.post("/reward", json={"items": [GOOD]}), 429)
+
+
+async def test_backend_urls_reach_callers_without_credentials_or_paths(app_client):
+    class LeakyJudge(FakeJudge):
+        async def complete(self, *a, **k):
+            raise TransientBackendError("cannot reach http://admin:hunter2@judge.internal:8100/v1?token=t0k: refused")
+
+        async def health(self):
+            return {"replicas": {"http://admin:hunter2@judge.internal:8100/v1": "ok"}}
+
+    async with app_client(judge=LeakyJudge()) as c:
+        r = await c.post("/reward", json={"items": [{**GOOD, "response": "<answer>edema x</answer>"}]})
+        ready = await c.get("/readyz")
+    for text in (r.text, ready.text):
+        assert "hunter2" not in text and "admin" not in text and "t0k" not in text
+    assert "judge.internal:8100" in r.text
+
+
+def test_a_prompt_template_that_cannot_render_stops_start_up(tmp_path):
+    from service.reward.prompt import load_prompt
+
+    f = tmp_path / "p.json"
+    f.write_text('{"version": "v", "system": "Reply as {\\"verdict\\": ...}", "user": "{answer} {reference}"}')
+    with pytest.raises(ValueError, match="literal braces"):
+        load_prompt(f)
+
+
+class SlowJudge(FakeJudge):
+    async def complete(self, *a, **k):
+        await asyncio.sleep(0.3)
+        return await super().complete(*a, **k)
+
+
+@pytest.mark.parametrize("limits", [{"max_inflight_requests": 1}, {"max_inflight_items": 2}])
+async def test_one_keys_burst_never_turns_another_key_away(app_client, limits):
+    pending = {**GOOD, "response": "<X_RAY><thinking>t</thinking><answer>edema</answer>"}
+    async with app_client(judge=SlowJudge(), api_keys=["k-a", "k-b"], **limits) as c:
+        a = {"authorization": "Bearer k-a"}
+        first = asyncio.create_task(c.post("/reward", json={"items": [pending, pending]}, headers=a))
+        await asyncio.sleep(0.1)
+        again = await c.post("/reward", json={"items": [pending]}, headers=a)
+        other = await c.post("/reward", json={"items": [pending]}, headers={"authorization": "Bearer k-b"})
+        assert (await first).status_code == 200
+    assert_error_shape(again, 429)
+    assert other.status_code == 200, other.text
+
+
+async def test_work_is_admitted_by_items_so_many_one_item_requests_pass(app_client):
+    async with app_client(judge=SlowJudge(), max_inflight_items=128) as c:  # the old limit was 64 requests
+        answers = await asyncio.gather(*(c.post("/reward", json={"items": [{**GOOD, "id": str(i)}]})
+                                         for i in range(100)))
+    assert [r.status_code for r in answers] == [200] * 100

@@ -55,3 +55,15 @@ async def test_cancelled_submission_is_not_processed():
     await asyncio.sleep(0.1)
     await b.close()
     assert rec.batches == [[1]]
+
+
+async def test_batches_take_tenants_in_turn():
+    rec = Recorder(delay=0.01)
+    b = MicroBatcher(rec, max_batch=4, max_wait_s=0.0)
+    big = asyncio.create_task(b.submit(list(range(40)), tenant="a"))  # ten full batches of tenant a
+    await asyncio.sleep(0)
+    small = await b.submit([1000, 1001], tenant="b")
+    calls_before_b = next(i for i, batch in enumerate(rec.batches) if 1000 in batch)
+    assert small == [10000, 10010] and calls_before_b <= 2  # not behind all ten of a's batches
+    await big
+    await b.close()

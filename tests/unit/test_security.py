@@ -80,3 +80,17 @@ async def test_a_failing_redis_is_skipped_for_its_down_window():
     for _ in range(5):
         await lim.take("k", 1)
     assert calls == 1  # one timeout, then the local bucket until the window ends
+
+
+def test_key_file_weights(tmp_path):
+    from service.security import load_key_weights
+
+    f = tmp_path / "keys"
+    f.write_text("lab-a: k1 weight=3\nlab-b: k2\n")
+    assert load_key_file(f) == {"lab-a": "k1", "lab-b": "k2"}
+    assert load_key_weights(f) == {"lab-a": 3.0, "lab-b": 1.0}
+    f.write_text('{"lab-a": {"key": "k1", "weight": 2}, "lab-b": "k2"}')
+    assert load_key_weights(f) == {"lab-a": 2.0, "lab-b": 1.0} and load_key_file(f)["lab-a"] == "k1"
+    f.write_text("lab-a: k1 weight=0\n")
+    with pytest.raises(ValueError, match="positive"):
+        load_key_weights(f)

@@ -1,4 +1,3 @@
-import asyncio
 
 import pytest
 
@@ -8,13 +7,14 @@ from service.exceptions import BackendUnavailable
 from service.judge.evaluator import Evaluator
 from service.metrics import Metrics
 from service.protocol import JudgeRequest
+from service.scheduling import FairSlots
 from tests.unit.fakes import FakeJudge
 
 
 def make(judge=None, rubrics=None):
     m = Metrics()
     return Evaluator(judge=judge or FakeJudge(), cache=Cache(MemoryStore(100), namespace="t", ttl_s=60, metrics=m),
-                     metrics=m, policy=RetryPolicy(0, 0, 5), judge_slots=asyncio.Semaphore(4), retry_after_s=2,
+                     metrics=m, policy=RetryPolicy(0, 0, 5), judge_slots=FairSlots(4), retry_after_s=2,
                      task_rubrics=rubrics or {})
 
 

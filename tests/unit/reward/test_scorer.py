@@ -1,3 +1,5 @@
+import itertools
+
 import pytest
 
 from service.backends.base import RetryPolicy
@@ -106,3 +108,47 @@ async def test_soft_profile_uses_probability_and_cosine():
     assert r.accuracy_llm == pytest.approx(r.details.judge_p_yes)
     assert r.accuracy_embed == pytest.approx(max(0.0, min(1.0, r.details.similarity)))
     assert 0.5 < r.accuracy_llm < 1.0
+
+
+async def test_a_changed_prompt_text_under_the_same_version_misses_the_cache():
+    store, judge = MemoryStore(1000), FakeJudge()
+    await make_scorer(judge, store=store).score(req(item("edema")))
+    edited = DEFAULT_PROMPT.model_copy(update={"system": DEFAULT_PROMPT.system + " Be strict."})
+    assert edited.version == DEFAULT_PROMPT.version and edited.fingerprint != DEFAULT_PROMPT.fingerprint
+    scorer = make_scorer(judge, store=store)
+    scorer.prompt = edited
+    out = await scorer.score(req(item("edema")))
+    assert out.results[0].details.cache.judge is False and len(judge.calls) == 2
+
+
+async def test_nothing_is_cached_under_an_unresolved_model_id():
+    class Unresolved(FakeJudge):
+        model_id = "unresolved"
+
+    store, judge = MemoryStore(1000), Unresolved()
+    for _ in range(2):
+        out = await make_scorer(judge, store=store).score(req(item("edema")))
+        assert out.results[0].details.cache.judge is False
+    assert len(judge.calls) == 2 and not any(":judge:" in k for k in store._data)
+
+
+async def test_a_batch_of_long_texts_leaves_the_event_loop_free():
+    import asyncio
+    import time
+
+    beats: list[float] = []
+
+    async def heartbeat():
+        while True:
+            beats.append(time.perf_counter())
+            await asyncio.sleep(0.005)
+
+    long = " \n" * 10_000
+    # Exact answers: only the rules run (no backend call), ~0.6 s of them if they ran inline.
+    request = req(*[item(long + "Pneumonia" + long, id=str(i)) for i in range(1024)])
+    hb = asyncio.create_task(heartbeat())
+    await asyncio.sleep(0.02)
+    await make_scorer().score(request)
+    hb.cancel()
+    gaps = [b - a for a, b in itertools.pairwise(beats)]
+    assert max(gaps) < 0.25, f"the event loop stalled {max(gaps):.3f} s"
