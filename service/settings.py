@@ -179,8 +179,8 @@ class Settings(BaseSettings):
                                        "flight; past it: 429. A guard against floods: work is limited in items.")
     max_inflight_items: int = Field(16384, ge=1, description="Items one key (tenant) may have in flight across its "
                                     "requests; past it: 429 (a lone bigger request is still admitted).")
-    max_text_chars: int = Field(20_000, ge=16, description="Longest response, answer or prediction text; "
-                                "longer: 422.")
+    max_text_chars: int = Field(20_000, ge=16, description="Longest text in any field of a request (response, "
+                                "ground truth, question, prediction, query, prompt, label); longer: 422.")
     retry_after_s: int = Field(2, ge=1, description="`Retry-After` seconds sent with 429 and 503.")
 
     # --- Protection ----------------------------------------------------------------------------
