@@ -1,24 +1,40 @@
-"""EasyR1 (the framework MediX-R1 was trained with): `worker.reward.reward_function=<this file>:compute_score`.
+"""EasyR1 (the framework MediX-R1 was trained with): the reward file for `worker.reward.reward_function`.
 
-EasyR1's batch reward manager calls `compute_score(reward_inputs, **reward_kwargs)` with one dict per sample
-(`response`, `response_length`, `ground_truth`) and expects one dict of scores back, with `overall`.
-Service address from MEDIX_URL / MEDIX_API_KEY, or the `url` / `api_key` reward kwargs.
+    worker.reward.reward_function=<this file>:main
+    worker.reward.reward_function_kwargs='{url: "http://host:8000"}'
+
+EasyR1 loads this file as a standalone module, reads `REWARD_TYPE` and `REWARD_NAME`, binds
+`reward_function_kwargs` with `functools.partial`, and calls `main(reward_inputs)` with one dict per sample
+(`response`, `response_length`, `ground_truth`); it wants one dict back per sample, with `overall`. Every returned
+key is averaged into EasyR1's logs, so each is a number (a null modality is 0 here) and every sample has the
+same keys. The file's imports must resolve in EasyR1's environment: `pip install ./clients` there.
+
+Keyword arguments: `url`, `api_key` (default MEDIX_URL / MEDIX_API_KEY), `profile`, `timeout`, `retries`.
+An outage raises `MedixUnavailable`, an item the service could not score `ItemFailed`: never a 0.
 """
 
 from __future__ import annotations
 
 from typing import Any
 
-from clients.adapters.common import score_dict, shared_client
+from clients.adapters.common import checked, client_options, score_dict, shared_client
 from clients.contract import ground_truth
 
+REWARD_TYPE = "batch"
+REWARD_NAME = "medix"
 
-def compute_score(reward_inputs: list[dict[str, Any]], url: str | None = None, api_key: str | None = None,
-                  profile: str | None = None, **_: Any) -> list[dict[str, float]]:
-    if not isinstance(reward_inputs, list):
-        raise ValueError("compute_score expects the batch form: a list of reward inputs")
+
+def main(reward_inputs: list[dict[str, Any]], **kwargs: Any) -> list[dict[str, float]]:
+    """EasyR1's batch reward function: one /reward request for the whole batch."""
+    if isinstance(reward_inputs, dict):
+        raise ValueError("the MediX reward file is a batch reward function (REWARD_TYPE='batch'): "
+                         "it takes the list of reward inputs")
     items = [{"id": str(i), "response": x["response"], "ground_truth": ground_truth(x["ground_truth"],
                                                                                      x.get("modality"))}
              for i, x in enumerate(reward_inputs)]
-    results = shared_client(url, api_key).reward(items, profile)
+    results = checked(shared_client(**client_options(kwargs)).reward(items, kwargs.get("profile")),
+                      [f"reward_inputs[{i}]" for i in range(len(items))])
     return [score_dict(r) for r in results]
+
+
+compute_score = main  # the name EasyR1's example reward files use

@@ -1,32 +1,65 @@
-"""verl: `custom_reward_function.path=<this file>`, `name=compute_score` (or `compute_score_batch` for the
-batch reward manager). Service address from MEDIX_URL / MEDIX_API_KEY, or `url` / `api_key` kwargs.
+"""verl: the reward function file for `reward.custom_reward_function` (verl 0.9.1; see docs/frameworks.md).
+
+    reward.custom_reward_function.path=<this file>
+    reward.custom_reward_function.name=compute_score           # reward.reward_manager.name=naive (the default)
+    reward.custom_reward_function.name=compute_score_sync      # reward.reward_manager.name=remote
+    +reward.custom_reward_function.reward_kwargs.url=http://host:8000
+
+- `compute_score` is `async def`: verl's reward-loop managers (`naive`, `dapo`, `gdpo`) await it, one sample per
+  call, on their event loop.
+- `compute_score_sync` is the same score for the `remote` manager (which refuses async functions) and for the
+  per-sample managers of older verl.
+- `compute_score_batch` is the batch form (`BatchRewardManager`): one request for the whole batch.
+
+Keyword arguments (verl's `reward_kwargs`): `url`, `api_key` (default MEDIX_URL / MEDIX_API_KEY), `profile`,
+`timeout`, `retries`. Every sample's dict carries the same keys, all numbers: `score` and the four components.
+An outage or an item the service could not score raises (`MedixUnavailable`, `ItemFailed`): never a 0.
+This module keeps no state of its own (verl's `remote` manager pickles the function into Ray workers); the
+pooled clients live in clients.adapters.common.
 """
 
 from __future__ import annotations
 
+from collections.abc import Iterable
 from typing import Any
 
-from clients.adapters.common import score_dict, shared_client
+from clients.adapters.common import checked, client_options, score_dict, shared_async_client, shared_client
 from clients.contract import ground_truth as to_ground_truth
 
 
-def _item(i: int, solution: str, gt: Any, extra: dict[str, Any] | None) -> dict[str, Any]:
-    extra = extra or {}
-    return {"id": str(i), "response": solution, "ground_truth": to_ground_truth(gt, extra.get("modality")),
-            "question": extra.get("question")}
+def _item(i: int, solution: str, gt: Any, extra: Any) -> dict[str, Any]:
+    extra = extra if isinstance(extra, dict) else {}
+    question = extra.get("question")
+    return {"id": str(i), "response": str(solution), "ground_truth": to_ground_truth(gt, extra.get("modality")),
+            "question": None if question is None else str(question)}
 
 
-def compute_score(data_source: str, solution_str: str, ground_truth: Any, extra_info: dict[str, Any] | None = None,
-                  **kwargs: Any) -> dict[str, Any]:
-    """verl's per-sample form (NaiveRewardManager)."""
-    client = shared_client(kwargs.get("url"), kwargs.get("api_key"))
-    (r,) = client.reward([_item(0, solution_str, ground_truth, extra_info)])
+async def compute_score(data_source: str | None = None, solution_str: str = "", ground_truth: Any = None,
+                        extra_info: dict[str, Any] | None = None, **kwargs: Any) -> dict[str, float]:
+    """verl's per-sample form, awaited by the reward-loop managers (`naive`, the default)."""
+    client = shared_async_client(**client_options(kwargs))
+    (r,) = checked(await client.reward([_item(0, solution_str, ground_truth, extra_info)], kwargs.get("profile")))
     return score_dict(r, "score")
 
 
-def compute_score_batch(data_sources: list[str], solution_strs: list[str], ground_truths: list[Any],
-                        extra_infos: list[dict[str, Any] | None] | None = None, **kwargs: Any) -> list[dict[str, Any]]:
-    """verl's batch form (BatchRewardManager): one request for the whole batch."""
-    extras = extra_infos or [None] * len(solution_strs)
-    items = [_item(i, s, g, e) for i, (s, g, e) in enumerate(zip(solution_strs, ground_truths, extras, strict=True))]
-    return [score_dict(r, "score") for r in shared_client(kwargs.get("url"), kwargs.get("api_key")).reward(items)]
+def compute_score_sync(data_source: str | None = None, solution_str: str = "", ground_truth: Any = None,
+                       extra_info: dict[str, Any] | None = None, **kwargs: Any) -> dict[str, float]:
+    """verl's per-sample form for the `remote` manager (which asserts a plain `def`) and older verl."""
+    client = shared_client(**client_options(kwargs))
+    (r,) = checked(client.reward([_item(0, solution_str, ground_truth, extra_info)], kwargs.get("profile")))
+    return score_dict(r, "score")
+
+
+def compute_score_batch(data_sources: Iterable[Any] | None = None, solution_strs: Iterable[str] = (),
+                        ground_truths: Iterable[Any] = (), extra_infos: Iterable[Any] | None = None,
+                        **kwargs: Any) -> list[dict[str, float]]:
+    """verl's batch form (`BatchRewardManager`): one request for the whole batch. verl passes `data_sources` and
+    `extra_infos` as numpy object arrays, so they are never tested for truth."""
+    solutions = list(solution_strs)
+    truths = list(ground_truths)
+    extras = [None] * len(solutions) if extra_infos is None else list(extra_infos)
+    if not len(truths) == len(extras) == len(solutions):
+        raise ValueError(f"{len(solutions)} solutions, {len(truths)} ground truths, {len(extras)} extra infos")
+    items = [_item(i, s, g, e) for i, (s, g, e) in enumerate(zip(solutions, truths, extras, strict=True))]
+    results = checked(shared_client(**client_options(kwargs)).reward(items, kwargs.get("profile")))
+    return [score_dict(r, "score") for r in results]

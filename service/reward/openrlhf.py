@@ -1,25 +1,23 @@
-"""OpenRLHF's remote reward protocol (`--remote_rm_url http://host:port/get_reward`) in terms of /reward."""
+"""OpenRLHF's remote reward protocol (`--reward.remote_url http://host:port/get_reward`) in terms of /reward.
+
+OpenRLHF posts `{"query", "prompts", "labels"}`, `query` being the decoded prompt + response tokens. The response
+is found with the same function the client-side reward file uses (clients/adapters/openrlhf.py): after the prompt,
+after the prompt's longest surviving tail (a left-truncated prompt, or image placeholders a vision-language
+processor expanded), or after the last assistant-turn marker. A query whose response cannot be found is a 422
+naming `query[i]`: a prompt is never scored as the response.
+
+OpenRLHF turns every `extra_logs` value into a tensor and splits them per sample, so they are numbers only (a null
+modality is 0 there) under the same keys for every sample.
+"""
 
 from __future__ import annotations
 
+from clients.adapters.openrlhf import ResponseNotFound, response_of
 from clients.contract import COMPONENTS
-from service.errors import InvalidRequest
+from service.errors import InputRejected, InvalidRequest
 from service.protocol import OpenRLHFRequest, OpenRLHFResponse, RewardRequest, RewardResponse
 
-# End-of-turn markers a decoded sequence may still carry after the response.
-END_MARKERS = ("<|im_end|>", "<|endoftext|>", "</s>", "<|eot_id|>", "<|end_of_text|>")
-
-
-def response_of(query: str, prompt: str | None) -> str:
-    text = query[len(prompt):] if prompt and query.startswith(prompt) else query
-    text = text.rstrip()
-    changed = True
-    while changed:
-        changed = False
-        for marker in END_MARKERS:
-            if text.endswith(marker):
-                text, changed = text[: -len(marker)].rstrip(), True
-    return text
+__all__ = ["from_reward_response", "response_of", "to_reward_request"]
 
 
 def to_reward_request(req: OpenRLHFRequest) -> RewardRequest:
@@ -28,8 +26,14 @@ def to_reward_request(req: OpenRLHFRequest) -> RewardRequest:
     if req.prompts is not None and len(req.prompts) != len(req.query):
         raise InvalidRequest(f"{len(req.prompts)} prompts for {len(req.query)} queries", param="prompts")
     prompts = req.prompts or [None] * len(req.query)
-    items = [{"id": str(i), "response": response_of(q, p), "ground_truth": label}
-             for i, (q, p, label) in enumerate(zip(req.query, prompts, req.labels, strict=True))]
+    items = []
+    for i, (query, prompt, label) in enumerate(zip(req.query, prompts, req.labels, strict=True)):
+        try:
+            response = response_of(query, prompt)
+        except ResponseNotFound as exc:
+            raise InvalidRequest(f"query[{i}]: {exc} (prompts[{i}] is not scored as a response)",
+                                 param=f"query[{i}]") from exc
+        items.append({"id": str(i), "response": response, "ground_truth": label})
     try:
         return RewardRequest.model_validate({"items": items})
     except ValueError as exc:
@@ -37,9 +41,15 @@ def to_reward_request(req: OpenRLHFRequest) -> RewardRequest:
 
 
 def from_reward_response(resp: RewardResponse) -> OpenRLHFResponse:
-    overall = [r.overall for r in resp.results]
+    """Numbers only: an item the service could not score fails the request (422 naming `query[i]`), since
+    OpenRLHF cannot hold a null reward; a null modality (no modality tag in the label) is 0 in `extra_logs`."""
+    for i, r in enumerate(resp.results):
+        if r.overall is None or r.error is not None:
+            message = r.error.message if r.error is not None else "no score"
+            raise InputRejected(f"query[{i}] could not be scored: {message}", param=f"query[{i}]")
+    overall = [float(r.overall) for r in resp.results if r.overall is not None]
     logs: dict[str, list[float | None]] = {
-        name: [getattr(r, name) for r in resp.results]
+        name: [float(v) if (v := getattr(r, name)) is not None else 0.0 for r in resp.results]
         for name in COMPONENTS
     }
     return OpenRLHFResponse(rewards=overall, scores=overall, extra_logs=logs)

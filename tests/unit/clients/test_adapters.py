@@ -1,29 +1,47 @@
 """Adapters called as each framework calls them, against the real HTTP app on fake backends.
 
-The same adapters run against the real stack in tests/integration/test_trainer.py.
+Each framework's own code drives the same adapters against the real stack in tests/integration/frameworks.
 """
 
 import asyncio
+import functools
+import importlib.util
+import time
 
 import httpx
+import numpy as np
 import pytest
 
-from clients.adapters import easyr1, verl
-from clients.adapters.trl import MedixReward
+from clients.adapters import easyr1, openrlhf, trl, verl
+from clients.adapters.common import ItemFailed, checked, score_dict
+from clients.adapters.trl import MedixReward, MedixRewardSync
 from clients.client import AsyncMedixClient, MedixClient, MedixError, MedixUnavailable
+from clients.contract import SCORE_KEYS
 from service.app import build_app
 from service.bench import ServiceThread
+from service.exceptions import InputRejected
 from service.settings import Settings
 from tests.integration.stack import free_port
 from tests.unit.fakes import FakeEmbedder, FakeJudge
 
 GOOD = "<X_RAY><thinking>look</thinking><answer>pneumonia</answer>"
+REFUSED = "<X_RAY><thinking>t</thinking><answer>LONG answer</answer>"  # the judge refuses it (see RefusingJudge)
+VERL_KEYS = {"score", *SCORE_KEYS[1:]}
+
+
+class RefusingJudge(FakeJudge):
+    """Refuses any candidate answer containing LONG, as a judge server refuses a prompt over its context."""
+
+    async def complete(self, messages, **kw):
+        if "LONG" in messages[-1]["content"]:
+            raise InputRejected("prompt of 4100 tokens exceeds the context of 2048")
+        return await super().complete(messages, **kw)
 
 
 @pytest.fixture(scope="module")
 def url():
     settings = Settings(engine_cpus="", judge_retries=0, max_items_per_request=5, retry_after_s=1)
-    app = build_app(settings, judge=FakeJudge(), embedder=FakeEmbedder())
+    app = build_app(settings, judge=RefusingJudge(), embedder=FakeEmbedder())
     with ServiceThread(app, free_port(), timeout_s=30) as svc:
         yield svc.url
 
@@ -36,50 +54,193 @@ def down_url():
         yield svc.url
 
 
+@pytest.fixture
+def nobody():
+    """An address where nothing listens: a service that is down."""
+    return f"http://127.0.0.1:{free_port()}"
+
+
+def _reference(url, items):
+    with MedixClient(url) as c:
+        return [r.overall for r in c.reward(items)]
+
+
+# -- TRL -----------------------------------------------------------------------------------------------------
+TRL_CALL = {
+    "prompts": [[{"role": "user", "content": "Which disease?"}]] * 3,
+    "completions": [[{"role": "assistant", "content": c}]
+                    for c in (GOOD, "<thinking>x</thinking><answer>Edema</answer>", "Pneumonia")],
+    "completion_ids": [[1], [2], [3]], "ground_truth": ["Pneumonia"] * 3, "modality": ["X_RAY", "X_RAY", None],
+    "trainer_state": None, "log_extra": lambda *a: None,
+}
+
+
 def test_trl_reward_called_like_grpo_trainer(url):
-    logged = {}
-    reward = MedixReward(url)
-    prompts = [[{"role": "user", "content": "Which disease?"}]] * 3
-    completions = [[{"role": "assistant", "content": c}] for c in (GOOD, "<thinking>x</thinking><answer>Edema</answer>",
-                                                                   "Pneumonia")]
-    out = asyncio.run(reward(prompts=prompts, completions=completions, completion_ids=[[1], [2], [3]],
-                             ground_truth=["Pneumonia"] * 3, modality=["X_RAY", "X_RAY", None], trainer_state=None,
-                             log_extra=lambda *a: None, log_metric=lambda k, v: logged.__setitem__(k, v)))
+    logged, logged_sync = {}, {}
+    reward, sync = MedixReward(url), MedixRewardSync(url)
+    out = asyncio.run(reward(**TRL_CALL, log_metric=lambda k, v: logged.__setitem__(k, v)))
     assert len(out) == 3 and out[0] > out[1]
+    assert sync(**TRL_CALL, log_metric=lambda k, v: logged_sync.__setitem__(k, v)) == out
     assert set(logged) == {"medix/format", "medix/accuracy_llm", "medix/accuracy_embed", "medix/modality"}
-    assert reward.history[0]["rewards"] == out
+    assert logged_sync == logged and reward.history[0]["rewards"] == out
+    items = [{"response": c[0]["content"], "question": "Which disease?", "ground_truth": f"<{m}>Pneumonia" if m
+              else "Pneumonia"} for c, m in zip(TRL_CALL["completions"], TRL_CALL["modality"], strict=True)]
+    assert out == _reference(url, items)
 
 
-def test_trl_outage_raises_or_skips(down_url):
+def test_trl_outage_raises_or_skips(down_url, nobody):
     kwargs = {"prompts": ["q"], "completions": [GOOD], "ground_truth": ["<X_RAY>Edema"]}
     with pytest.raises(MedixUnavailable):
         asyncio.run(MedixReward(down_url, retries=1).__call__(**kwargs))
+    with pytest.raises(MedixUnavailable):
+        MedixRewardSync(nobody, retries=0)(**kwargs)
     assert asyncio.run(MedixReward(down_url, on_outage="skip", retries=0)(**kwargs)) == [None]
+    assert MedixRewardSync(nobody, on_outage="skip", retries=0)(**kwargs) == [None]
 
 
-def test_easyr1_batch_signature(url, monkeypatch):
-    monkeypatch.setenv("MEDIX_URL", url)
-    out = easyr1.compute_score([{"response": GOOD, "response_length": 12, "ground_truth": "<X_RAY>Pneumonia"},
-                                {"response": "no", "response_length": 1, "ground_truth": "Liver"}])
+def test_trl_an_item_the_service_refused_is_none_for_that_sample(url):
+    out = MedixRewardSync(url)(prompts=["q", "q"], completions=[GOOD, REFUSED], ground_truth=["<X_RAY>Pneumonia"] * 2)
+    assert out[0] == pytest.approx(1.0) and out[1] is None
+
+
+def test_trl_async_reward_refuses_a_trl_that_would_not_await_it(monkeypatch):
+    monkeypatch.setattr(trl, "_trl_version", lambda: (1, 13))
+    with pytest.raises(RuntimeError, match="MedixRewardSync"):
+        MedixReward("http://x")
+    MedixRewardSync("http://x")  # the sync form works there
+    monkeypatch.setattr(trl, "_trl_version", lambda: (1, 14))
+    MedixReward("http://x")
+
+
+# -- EasyR1 --------------------------------------------------------------------------------------------------
+def _load_like_easyr1(path, name="main", **kwargs):
+    spec = importlib.util.spec_from_file_location("custom_reward_fn", path)
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    assert getattr(module, "REWARD_TYPE", "batch") == "batch" and module.REWARD_NAME == "medix"
+    return functools.partial(getattr(module, name), **kwargs)
+
+
+def test_easyr1_batch_function_loaded_as_easyr1_loads_it(url):
+    fn = _load_like_easyr1(easyr1.__file__, "main", url=url)
+    inputs = [{"response": GOOD, "response_length": 12, "ground_truth": "<X_RAY>Pneumonia"},
+              {"response": "no", "response_length": 1, "ground_truth": "Liver"}]
+    out = fn(inputs)
+    same = [{"response": x["response"], "ground_truth": x["ground_truth"]} for x in inputs]
+    assert [o["overall"] for o in out] == _reference(url, same)
     assert out[0]["overall"] == pytest.approx(1.0) and out[1]["overall"] == 0.0
-    assert set(out[0]) == {"overall", "format", "accuracy_llm", "accuracy_embed", "modality"}
+    assert all(set(o) == set(SCORE_KEYS) and all(isinstance(v, float) for v in o.values()) for o in out)
+    assert out[1]["modality"] == 0.0  # untagged label: null modality is 0 in EasyR1's averaged logs
+    assert _load_like_easyr1(easyr1.__file__, "compute_score", url=url)(inputs) == out
 
 
-def test_verl_single_and_batch_signatures(url):
-    one = verl.compute_score("slake", GOOD, "<X_RAY>Pneumonia", {"question": "q"}, url=url)
-    assert one["score"] == pytest.approx(1.0)
-    many = verl.compute_score_batch(["slake"] * 2, [GOOD, "x"], ["<X_RAY>Pneumonia", "Liver"], None, url=url)
+def test_easyr1_outage_and_refused_item_raise(url, nobody):
+    with pytest.raises(MedixUnavailable):
+        easyr1.main([{"response": GOOD, "response_length": 1, "ground_truth": "x"}], url=nobody, retries=0)
+    with pytest.raises(ItemFailed) as e:
+        easyr1.main([{"response": GOOD, "response_length": 1, "ground_truth": "<X_RAY>Pneumonia"},
+                     {"response": REFUSED, "response_length": 1, "ground_truth": "<X_RAY>Pneumonia"}], url=url)
+    assert e.value.param == "reward_inputs[1]" and "context" in e.value.message
+    with pytest.raises(ValueError, match="batch"):
+        easyr1.main({"response": GOOD, "response_length": 1, "ground_truth": "x"}, url=url)
+
+
+# -- verl ----------------------------------------------------------------------------------------------------
+def test_verl_per_sample_forms_async_and_sync(url):
+    extra = {"question": "q", "index": 3, "num_turns": None, "rollout_reward_scores": {}}
+    one = asyncio.run(verl.compute_score(data_source="slake", solution_str=GOOD, ground_truth="<X_RAY>Pneumonia",
+                                         extra_info=extra, url=url))
+    assert set(one) == VERL_KEYS and one["score"] == pytest.approx(1.0)
+    assert verl.compute_score_sync(data_source="slake", solution_str=GOOD, ground_truth="<X_RAY>Pneumonia",
+                                   extra_info=extra, url=url) == one
+    untagged = verl.compute_score_sync("slake", "<thinking>t</thinking><answer>Liver</answer>", "Liver", None, url=url)
+    assert set(untagged) == VERL_KEYS and untagged["modality"] == 0.0
+    assert all(isinstance(v, float) for v in (*one.values(), *untagged.values()))
+
+
+def test_verl_batch_form_with_numpy_object_arrays(url):
+    # verl's BatchRewardManager passes data_sources and extra_infos as numpy object arrays (no truth value).
+    extras = np.array([{"question": "q", "modality": "X_RAY"}, {}], dtype=object)
+    many = verl.compute_score_batch(data_sources=np.array(["slake", "slake"], dtype=object),
+                                    solution_strs=[GOOD, "x"], ground_truths=["Pneumonia", "Liver"],
+                                    extra_infos=extras, url=url)
     assert [m["score"] for m in many] == [pytest.approx(1.0), 0.0]
+    assert all(set(m) == VERL_KEYS for m in many)
+    assert verl.compute_score_batch(["s"], [GOOD], ["<X_RAY>Pneumonia"], None, url=url)[0]["score"] == \
+        pytest.approx(1.0)
 
 
-def test_openrlhf_payload(url):
-    prompt = "<|im_start|>user\nWhich disease?<|im_end|>\n<|im_start|>assistant\n"
-    r = httpx.post(f"{url}/get_reward", json={"query": [prompt + GOOD + "<|im_end|>"], "prompts": [prompt],
-                                              "labels": ["<X_RAY>Pneumonia"]})
+def test_verl_outage_and_refused_item_raise(url, nobody):
+    with pytest.raises(MedixUnavailable):
+        asyncio.run(verl.compute_score("s", GOOD, "x", None, url=nobody, retries=0))
+    with pytest.raises(MedixUnavailable):
+        verl.compute_score_sync("s", GOOD, "x", None, url=nobody, retries="0")  # kwargs may arrive as strings
+    with pytest.raises(ItemFailed):
+        verl.compute_score_batch(["s", "s"], [GOOD, REFUSED], ["<X_RAY>Pneumonia"] * 2, None, url=url)
+
+
+# -- OpenRLHF ------------------------------------------------------------------------------------------------
+PROMPT = "<|im_start|>user\nWhich disease?<|im_end|>\n<|im_start|>assistant\n"
+
+
+def test_openrlhf_reward_func_matches_get_reward(url):
+    query = PROMPT + GOOD + "<|im_end|>"
+    out = openrlhf.reward_func([query], [PROMPT], ["<X_RAY>Pneumonia"], url=url)
+    r = httpx.post(f"{url}/get_reward", json={"query": [query], "prompts": [PROMPT], "labels": ["<X_RAY>Pneumonia"]})
     assert r.status_code == 200
-    body = r.json()
-    assert body["rewards"] == body["scores"] == [pytest.approx(1.0)]
-    assert body["extra_logs"]["format"] == [1.0]
+    assert out == r.json()
+    assert out["rewards"] == out["scores"] == [pytest.approx(1.0)]
+    assert set(out["extra_logs"]) == set(SCORE_KEYS[1:])
+
+
+def test_openrlhf_untagged_label_logs_numbers_only(url):
+    query = PROMPT + "<thinking>t</thinking><answer>Liver</answer>"
+    body = httpx.post(f"{url}/get_reward", json={"query": [query], "prompts": [PROMPT], "labels": ["Liver"]}).json()
+    assert body["extra_logs"]["modality"] == [0.0]
+    assert openrlhf.reward_func([query], [PROMPT], ["Liver"], url=url) == body
+
+
+def test_openrlhf_errors_name_the_query(url, nobody):
+    r = httpx.post(f"{url}/get_reward", json={"query": ["just some text"], "prompts": [PROMPT], "labels": ["x"]})
+    assert r.status_code == 422 and r.json()["error"]["param"] == "query[0]"
+    with pytest.raises(openrlhf.ResponseNotFound, match=r"queries\[0\]"):
+        openrlhf.reward_func(["just some text"], [PROMPT], ["x"], url=url)
+    r = httpx.post(f"{url}/get_reward", json={"query": [PROMPT + REFUSED], "prompts": [PROMPT],
+                                              "labels": ["<X_RAY>Pneumonia"]})
+    assert r.status_code == 422 and r.json()["error"]["param"] == "query[0]"
+    with pytest.raises(ItemFailed):
+        openrlhf.reward_func([PROMPT + REFUSED], [PROMPT], ["<X_RAY>Pneumonia"], url=url)
+    with pytest.raises(MedixUnavailable):
+        openrlhf.reward_func([PROMPT + GOOD], [PROMPT], ["x"], url=nobody, retries=0)
+
+
+def test_openrlhf_reward_func_sends_the_key(monkeypatch):
+    seen = []
+
+    def handler(request):
+        seen.append(request.headers.get("authorization"))
+        return httpx.Response(401, json={"error": {"type": "unauthorized", "message": "bad key"}})
+
+    monkeypatch.setenv("MEDIX_API_KEY", "k-123")
+    transport = httpx.MockTransport(handler)
+    client = MedixClient("http://medix")
+    client._http = httpx.Client(base_url="http://medix", headers=client.headers, transport=transport)
+    monkeypatch.setattr(openrlhf, "shared_client", lambda **kw: client)
+    with pytest.raises(MedixError) as e:
+        openrlhf.reward_func([PROMPT + GOOD], [PROMPT], ["x"])
+    assert e.value.status == 401 and seen == ["Bearer k-123"]
+
+
+# -- shared pieces -------------------------------------------------------------------------------------------
+def test_score_dict_refuses_an_unscored_result():
+    from clients.client import RewardScore
+
+    failed = RewardScore(id="0", overall=None, format=1.0, accuracy_llm=None, accuracy_embed=None, modality=None,
+                         error={"type": "input_rejected", "message": "too long"})
+    with pytest.raises(ItemFailed, match="too long"):
+        checked([failed])
+    with pytest.raises(ValueError):
+        score_dict(failed)
 
 
 def test_client_splits_batches_over_the_server_limit(url):
@@ -98,8 +259,6 @@ def test_client_splits_batches_over_the_server_limit(url):
 
 
 def test_client_retries_503_honouring_retry_after_then_raises(down_url):
-    import time
-
     with MedixClient(down_url, retries=2) as c:
         start = time.monotonic()
         with pytest.raises(MedixUnavailable) as e:
