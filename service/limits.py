@@ -54,6 +54,10 @@ class Admission:
         self._settings, self._limiter, self._metrics = settings, limiter, metrics
         self._items: dict[str, int] = {}
 
+    def check(self, body: BaseModel, list_param: str) -> int:
+        """The size checks alone (422 naming the field), for a route that must translate the body first."""
+        return check_request(body, list_param, self._settings)
+
     def items_in_flight(self, tenant: str) -> int:
         return self._items.get(tenant, 0)
 

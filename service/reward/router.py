@@ -26,6 +26,7 @@ async def reward(body: RewardRequest, request: Request, scorer: ScorerDep,
 async def get_reward(body: OpenRLHFRequest, request: Request, scorer: ScorerDep,
                      admission: AdmissionDep) -> OpenRLHFResponse:
     """OpenRLHF's remote reward protocol: `--reward.remote_url http://host:port/get_reward`."""
+    admission.check(body, "query")  # sizes first, so an over-long field is named as such
     reward_request = openrlhf.to_reward_request(body)  # mismatched lists and bad labels: 422 before charging
     async with admission.admit(request, body, "query") as tenant:
         scored = await cancel_on_disconnect(request.receive,
