@@ -74,8 +74,8 @@ def test_hostile_bodies_get_the_one_shape_and_healthz_stays_fast(service):
         {"response": "<" * 19_999, "ground_truth": "<CT_SCAN>x"},
         {"response": "<answer>" * 2_400, "ground_truth": "<CT_SCAN>x"},
         {"response": "</thinking><answer>" * 1_000, "ground_truth": "<CT_SCAN>x"},
-        {"response": "<thinking>" + ws + "</thinking>" + ws + "<answer>" + ws + "</answer>",
-         "ground_truth": "<MRI_SCAN>Brain"},
+        {"response": "<thinking>" + ws[:6000] + "</thinking>" + ws[:6000] + "<answer>" + ws[:6000] + "</answer>",
+         "ground_truth": "<MRI_SCAN>Brain"},  # within the 20,000-character limit
     ]
     bodies: list[tuple[str, bytes]] = [
         ("/reward", json.dumps({"items": hostile_items * 2}).encode()),
