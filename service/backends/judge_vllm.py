@@ -18,6 +18,7 @@ from service.backends.base import (
     plan_verdict,
     single_step_completion,
 )
+from service.exceptions import InputRejected
 
 log = logging.getLogger("medix.judge")
 
@@ -110,7 +111,7 @@ class VLLMJudge:
         if self._engine is None:
             raise TransientBackendError("engine not started")
         if len(token_ids) + max_tokens > self._max_model_len:
-            raise PermanentBackendError(
+            raise InputRejected(  # this one input is too long; the item fails alone, the engine is fine
                 f"prompt of {len(token_ids)} tokens exceeds the judge's context of {self._max_model_len}"
             )
         final = None
