@@ -11,7 +11,7 @@ import asyncio
 import itertools
 import random
 import time
-from collections.abc import Iterator, Sequence
+from collections.abc import Awaitable, Callable, Iterator, Sequence
 from typing import Any
 
 import httpx
@@ -160,10 +160,19 @@ class MedixClient(_Base):
 
 
 class AsyncMedixClient(_Base):
+    """`max_connections` bounds the requests in flight: per-sample callers (verl's reward loop, OpenRLHF) send
+    hundreds at once, which httpx's default pool of 100 would queue in the client. `on_response` is awaited with
+    every HTTP reply, retried ones included (e.g. to count 429s)."""
+
     def __init__(self, base_url: str | None = None, api_key: str | None = None, *, timeout: float = 600,
-                 retries: int = 5, backoff: float = 0.5, max_items: int = 1024) -> None:
+                 retries: int = 5, backoff: float = 0.5, max_items: int = 1024, max_connections: int = 1024,
+                 on_response: Callable[[httpx.Response], Awaitable[None]] | None = None) -> None:
         super().__init__(base_url, api_key, timeout, retries, backoff, max_items)
-        self._http = httpx.AsyncClient(base_url=self.base_url, headers=self.headers, timeout=timeout)
+        hooks = {"response": [on_response]} if on_response is not None else {}
+        self._http = httpx.AsyncClient(base_url=self.base_url, headers=self.headers, timeout=timeout,
+                                       limits=httpx.Limits(max_connections=max_connections,
+                                                           max_keepalive_connections=min(max_connections, 256)),
+                                       event_hooks=hooks)
 
     async def __aenter__(self) -> AsyncMedixClient:
         return self

@@ -150,9 +150,10 @@ class ServiceThread:
 
 
 async def service_run(url: str, items: list[dict[str, Any]], repeats: int, clock: BusyClock,
-                      clear_cache: Callable[[], None] | None) -> Outcome:
+                      clear_cache: Callable[[], None] | None, key: str | None = None) -> Outcome:
     out = Outcome()
-    async with httpx.AsyncClient(base_url=url, timeout=600) as client:
+    headers = {"Authorization": f"Bearer {key}"} if key else {}
+    async with httpx.AsyncClient(base_url=url, timeout=600, headers=headers) as client:
         for _ in range(repeats):
             if clear_cache:
                 clear_cache()
@@ -217,7 +218,7 @@ async def prompt_tokens(judge_url: str, model: str, prompt: JudgePrompt, pair: t
 
 async def engine_check(judge: Any, pairs: list[tuple[str, str]], *, judge_url: str, model: str,
                        top_logprobs: int, concurrency: int = 16, sequential: int = 8,
-                       cost_pairs: int = 32) -> dict[str, Any]:
+                       cost_pairs: int = 32, prompt_cost: bool = True) -> dict[str, Any]:
     """Verdicts per second one at a time and `concurrency` at once, on the constrained call and on the judge's
     verdict path (single step where it took); then the single step on prompts of three lengths, with every prompt
     token computed, and with the shared system prompt left to the engine's prefix cache as the service does.
@@ -259,9 +260,10 @@ async def engine_check(judge: Any, pairs: list[tuple[str, str]], *, judge_url: s
         one_rate, many_rate = min(sequential, len(pairs)) / one_s, len(pairs) / many_s
         out[path] = {"one_at_a_time_per_s": one_rate, "at_once_per_s": many_rate,
                      "ms_per_verdict": 1000 / many_rate, "batching_gain": many_rate / one_rate}
-    costs = []
+    costs: list[dict[str, Any]] = []
     few = pairs[:cost_pairs]
-    for name, prompt in (("two-line", SHORT_PROMPT), ("default", DEFAULT_PROMPT), ("long", LONG_PROMPT)):
+    lengths = (("two-line", SHORT_PROMPT), ("default", DEFAULT_PROMPT), ("long", LONG_PROMPT)) if prompt_cost else ()
+    for name, prompt in lengths:
         every = await run("single-step", prompt, few, concurrency, shared=False)
         cached = await run("single-step", prompt, few, concurrency, shared=True)
         costs.append({"prompt": name, "tokens": await prompt_tokens(judge_url, model, prompt, few[0]),
@@ -278,7 +280,9 @@ async def engine_check(judge: Any, pairs: list[tuple[str, str]], *, judge_url: s
 def start_judge_server(port: int, eager: bool, log: Path, dtype: str | None = None) -> subprocess.Popen[bytes]:
     argv = [sys.executable, "-m", "service.cli", "judge-server", "--port", str(port)] + (["--eager"] if eager else [])
     argv += ["--dtype", dtype] if dtype else []
-    return subprocess.Popen(argv, stdout=log.open("wb"), stderr=subprocess.STDOUT, start_new_session=True)
+    # vLLM's development routes give /reset_prefix_cache: each load run starts from an empty engine cache.
+    env = {**os.environ, "VLLM_SERVER_DEV_MODE": "1"}
+    return subprocess.Popen(argv, stdout=log.open("wb"), stderr=subprocess.STDOUT, start_new_session=True, env=env)
 
 
 def wait_judge(url: str, proc: subprocess.Popen[bytes] | None, timeout: float = 600) -> str:
@@ -296,11 +300,17 @@ def wait_judge(url: str, proc: subprocess.Popen[bytes] | None, timeout: float = 
     raise RuntimeError(f"no judge server at {url}")
 
 
+MODES = ("engine", "baseline", "limit", "per-sample", "fairness")
+BENCH_KEYS = {"key1": "bench-tenant-a", "key2": "bench-tenant-b"}  # tenants key1 (A) and key2 (B)
+
+
 def run_bench(*, data: Path, questions: int, samples: int, seed: int, judge_url: str | None, eager: bool,
               warm_repeats: int, cold_repeats: int, port: int, log: Callable[[str], None],
-              dtype: str | None = None, engine_pairs: int = 64) -> dict[str, Any]:
+              dtype: str | None = None, engine_pairs: int = 64, prompt_cost: bool = True,
+              modes: tuple[str, ...] = MODES) -> dict[str, Any]:
     from sentence_transformers import SentenceTransformer
 
+    from service import bench_load as load
     from service.app import build_app, make_embedder, make_judge
     from service.backends.embed_st import bundled_model_path
 
@@ -309,6 +319,7 @@ def run_bench(*, data: Path, questions: int, samples: int, seed: int, judge_url:
     kinds = {k: sum(i["kind"] == k for i in items) for k in DEFAULT_MIX}
     judge_proc = None
     engine: dict[str, Any] | None = None
+    out: dict[str, Any] = {"items": len(items), "mix": kinds, "modes": list(modes)}
     if judge_url is None:
         jport = port + 100
         judge_url = f"http://127.0.0.1:{jport}/v1"
@@ -323,7 +334,9 @@ def run_bench(*, data: Path, questions: int, samples: int, seed: int, judge_url:
         cpu.pin_service(cpu.engine_cores("auto"))
         # A long judge timeout: on an engine that does not batch (bf16 emulated on a CPU), verdicts queue for minutes.
         settings = Settings(judge_backend="openai", judge_url=judge_url, judge_model=model, engine_cpus="",
-                            pin_service=False, max_items_per_request=max(4096, len(items)), judge_timeout_s=600)
+                            pin_service=False, max_items_per_request=max(4096, len(items)), judge_timeout_s=600,
+                            api_keys=list(BENCH_KEYS.values()))
+        key_a, key_b = BENCH_KEYS["key1"], BENCH_KEYS["key2"]
         clock = BusyClock()
         judge = Timed(make_judge(settings), clock)
         metrics = Metrics()
@@ -333,7 +346,7 @@ def run_bench(*, data: Path, questions: int, samples: int, seed: int, judge_url:
         log(f"batch: {questions} questions x {samples} samples = {len(items)} items; mix {kinds}")
         # Warm the judge server's compiled paths and the encoders once, outside the clocks.
         asyncio.run(baseline(items[:8], judge_url, model, encoder))
-        if engine_pairs:
+        if "engine" in modes and engine_pairs:
             log(f"engine check: {engine_pairs} verdicts, one at a time and 16 at once, per path and prompt length ...")
 
             async def check() -> dict[str, Any]:
@@ -341,30 +354,58 @@ def run_bench(*, data: Path, questions: int, samples: int, seed: int, judge_url:
                 await checked.start()
                 try:
                     return await engine_check(checked, judged_pairs(items)[:engine_pairs], judge_url=judge_url,
-                                              model=model, top_logprobs=settings.verdict_top_logprobs)
+                                              model=model, top_logprobs=settings.verdict_top_logprobs,
+                                              prompt_cost=prompt_cost)
                 finally:
                     await checked.close()
 
             engine = asyncio.run(check())
-        log("baseline: one item at a time ...")
-        base = asyncio.run(baseline(items, judge_url, model, encoder))
+        base = None
+        if "baseline" in modes:
+            log("baseline: one item at a time ...")
+            base = asyncio.run(baseline(items, judge_url, model, encoder))
         with ServiceThread(app, port) as svc:
             store = app.state.scorer.cache.store
-            log("service: cold cache ...")
-            cold = asyncio.run(service_run(svc.url, items, cold_repeats, clock, store.clear))
-            log("service: warm cache ...")
-            warm = asyncio.run(service_run(svc.url, items, warm_repeats, clock, None))
+            fresh = load.Fresh(judge_url, store.clear)
+            if base is not None:
+                log("service: cold cache ...")
+                cold = asyncio.run(service_run(svc.url, items, cold_repeats, clock, store.clear, key_a))
+                log("service: warm cache ...")
+                warm = asyncio.run(service_run(svc.url, items, warm_repeats, clock, None, key_a))
+                out.update(baseline_section(items, base, cold, warm))
+            if "limit" in modes:
+                log(f"limit: the batch's judge calls straight at the engine vs the service, {cold_repeats} each ...")
+                out["limit"] = asyncio.run(limit_section(app, settings, items, fresh, svc.url, key_a,
+                                                         cold_repeats, metrics, make_judge))
+            if "per-sample" in modes:
+                log(f"per-sample: {len(items)} one-item requests at once vs one {len(items)}-item request ...")
+                out["per_sample"] = asyncio.run(per_sample_section(svc.url, items, fresh, key_a))
+            if "fairness" in modes:
+                small = grpo_batch(rows, max(1, 64 // samples), samples, seed=seed + 1000)
+                bursts = [grpo_batch(rows, questions, samples, seed=seed + 2000 + i) for i in range(4)]
+                log(f"fairness: tenant B's {len(small)}-item batch alone, then beside tenant A's 4 x "
+                    f"{len(items)}-item batches ...")
+                fair = asyncio.run(load.fairness(svc.url, small, bursts, key_a=key_a, key_b=key_b, fresh=fresh))
+                out["fairness"] = {**fair.__dict__, "small_items": len(small), "target": load.FAIRNESS_TARGET}
+            out["prefix_cache_reset"] = fresh.prefix_reset
     finally:
         if judge_proc is not None:
             judge_proc.terminate()
             judge_proc.wait(30)
+    out.update({
+        "judge_model": model,
+        "judge_mode": ("eager" if eager else "compiled") if judge_proc is not None else "server at --judge-url",
+        "dtype": engine_dtype, "cpu": cpu.cpu_summary(), "verdict": judge.describe(), "engine": engine,
+    })
+    return out
+
+
+def baseline_section(items: list[dict[str, Any]], base: Outcome, cold: Outcome, warm: Outcome) -> dict[str, Any]:
     n = len(items)
     base_ips = n / base.seconds[0]
     cold_ips = n / statistics.median(cold.seconds)
     warm_ips = n / statistics.median(warm.seconds)
     return {
-        "items": n, "mix": kinds, "judge_model": model, "judge_mode": "eager" if eager else "compiled",
-        "dtype": engine_dtype, "cpu": cpu.cpu_summary(), "verdict": judge.describe(), "engine": engine,
         "baseline": {"items_per_s": base_ips, "seconds": base.seconds[0]},
         "cold": {"items_per_s": cold_ips, "ratio": cold_ips / base_ips, "p50_s": _pct(cold.seconds, 50),
                  "p99_s": _pct(cold.seconds, 99), "overhead_s_p50": _pct(cold.overhead_s, 50)},
@@ -372,3 +413,126 @@ def run_bench(*, data: Path, questions: int, samples: int, seed: int, judge_url:
                  "p99_s": _pct(warm.seconds, 99), "overhead_s_p50": _pct(warm.overhead_s, 50)},
         "agreement": compare(base.results, cold.results),
     }
+
+
+async def limit_section(app: Any, settings: Settings, items: list[dict[str, Any]], fresh: Any, url: str, key: str,
+                        repeats: int, metrics: Metrics, make_judge: Callable[[Settings], Any]) -> dict[str, Any]:
+    """Engine alone and the service, alternated, each from empty caches; the service's phases over its runs."""
+    from service import bench_load as load
+
+    calls = load.judged_calls(app.state.scorer, items)
+    direct = make_judge(settings)
+    await direct.start()
+    engine_s, service_s = [], []
+    phases0 = load.phase_seconds(metrics)
+    try:
+        for _ in range(repeats):
+            await fresh()
+            engine_s.append(await load.engine_alone(direct, calls, concurrency=settings.judge_concurrency,
+                                                    max_tokens=settings.verdict_max_tokens,
+                                                    top_logprobs=settings.verdict_top_logprobs))
+            await fresh()
+            service_s.append(await load.one_batch(url, items, key))
+    finally:
+        await direct.close()
+    phases1 = load.phase_seconds(metrics)
+    engine_med, service_med = statistics.median(engine_s), statistics.median(service_s)
+    return {"judge_calls": len(calls), "concurrency": settings.judge_concurrency, "engine_s": engine_s,
+            "service_s": service_s, "engine_median_s": engine_med, "service_median_s": service_med,
+            "ratio": engine_med / service_med, "target": load.LIMIT_TARGET,
+            "phases_s_per_request": {p: (phases1[p] - phases0[p]) / repeats for p in phases1}}
+
+
+async def per_sample_section(url: str, items: list[dict[str, Any]], fresh: Any, key: str) -> dict[str, Any]:
+    """One batch request and one request per item, with the engine's prefix cache emptied and then warm."""
+    from service import bench_load as load
+
+    out: dict[str, Any] = {"target": load.PER_SAMPLE_TARGET}
+    for prefix in ("emptied", "warm"):
+        await fresh(empty_prefix=prefix == "emptied")
+        batch = await load.one_batch(url, items, key)
+        await fresh(empty_prefix=prefix == "emptied")
+        each = await load.per_sample(url, items, key)
+        out[prefix] = {"batch_s": batch, "per_sample_s": each.seconds, "ratio": each.seconds / batch,
+                       "replies_429": each.replies_429, "unscored": each.unscored}
+    return out
+
+
+def report(r: dict[str, Any], echo: Callable[[str], None], show: Callable[[Any], None]) -> bool:
+    """Print the bench's tables and ratios; False when the service's deterministic components disagreed with the
+    baseline's (the one outcome that fails the bench)."""
+    from rich.table import Table
+
+    verdict = r["verdict"]
+    echo(f"judge {r['judge_model']} ({r['judge_mode']}), dtype {r['dtype']}; verdict: "
+         f"{verdict.get('verdict')} ({verdict.get('verdict_reason', '')})\nCPU: {r['cpu']}")
+    if r.get("prefix_cache_reset") is False:
+        echo("note: the judge server does not offer /reset_prefix_cache; runs may reuse each other's prefixes")
+    if r["engine"]:
+        e = r["engine"]
+        engine = Table(title=f"engine check: {e['pairs']} distinct verdicts, default prompt")
+        for col in ("path", "verdicts/s, 1 at a time", f"verdicts/s, {e['concurrency']} at once", "batching gain",
+                    "engine ms/verdict"):
+            engine.add_column(col, justify="right")
+        for path, label in PATHS.items():
+            x = e[path]
+            engine.add_row(label, f"{x['one_at_a_time_per_s']:.2f}", f"{x['at_once_per_s']:.2f}",
+                           f"{x['batching_gain']:.1f}x", f"{x['ms_per_verdict']:.0f}")
+        show(engine)
+        if e["prompt_cost"]:
+            cost = Table(title=f"prompt length (single step, {e['cost_pairs']} verdicts, {e['concurrency']} at once)")
+            for col in ("prompt", "prompt tokens", "ms/verdict, every token computed",
+                        "ms/verdict, system prompt cached"):
+                cost.add_column(col, justify="right")
+            for c in e["prompt_cost"]:
+                cost.add_row(c["prompt"], str(c["tokens"] or "?"), f"{c['ms_per_verdict']:.0f}",
+                             f"{c['ms_per_verdict_cached']:.0f}")
+            show(cost)
+        if "ms_per_100_prompt_tokens" in e:
+            echo(f"a judge prompt costs {e['ms_per_100_prompt_tokens']:.0f} ms of engine time per verdict "
+                 "per 100 tokens computed")
+    ok = True
+    if "baseline" in r:
+        table = Table(title=f"{r['items']} items, judge {r['judge_model']} ({r['judge_mode']}, {r['dtype']}), "
+                      f"mix {r['mix']}")
+        for col in ("run", "items/s", "x baseline", "p50 s", "p99 s", "overhead p50 ms"):
+            table.add_column(col, justify="right")
+        table.add_row("baseline (1 item at a time)", f"{r['baseline']['items_per_s']:.1f}", "1.0",
+                      f"{r['baseline']['seconds']:.2f}", "", "")
+        for name in ("cold", "warm"):
+            x = r[name]
+            table.add_row(f"service, {name} cache", f"{x['items_per_s']:.1f}", f"{x['ratio']:.1f}",
+                          f"{x['p50_s']:.3f}", f"{x['p99_s']:.3f}", f"{x['overhead_s_p50'] * 1000:.1f}")
+        show(table)
+        echo(f"cold cache: {r['cold']['ratio']:.1f}x the sequential baseline (target {COLD_TARGET:g}x)")
+        a = r["agreement"]
+        echo(f"deterministic component mismatches: {a['deterministic_mismatches']} of {r['items']}; "
+             f"judge verdict agreement {a['verdict_agreement']:.1%} on {a['judged_items']} judged items; "
+             f"max similarity difference {a['max_similarity_diff']:.2e}")
+        ok = not a["deterministic_mismatches"]
+    if "limit" in r:
+        x = r["limit"]
+        phases = Table(title=f"service phases, seconds per cold {r['items']}-item request (phases overlap: judge "
+                       "and embed run together; judge_queue and judge_call are summed over calls)")
+        for col in ("phase", "s per request"):
+            phases.add_column(col, justify="right")
+        for name, seconds in x["phases_s_per_request"].items():
+            phases.add_row(name, f"{seconds:.3f}")
+        show(phases)
+        echo(f"engine limit: the batch's {x['judge_calls']} judge calls straight at the engine ({x['concurrency']} in "
+             f"flight) {x['engine_median_s']:.2f} s, the service's cold batch {x['service_median_s']:.2f} s "
+             f"(medians of {len(x['engine_s'])}): {x['ratio']:.2f} of the engine's limit (target >= {x['target']:g})")
+    if "per_sample" in r:
+        x = r["per_sample"]
+        for prefix in ("emptied", "warm"):
+            y = x[prefix]
+            echo(f"per-sample, engine prefix cache {prefix}: {r['items']} one-item requests at once "
+                 f"{y['per_sample_s']:.2f} s vs one {r['items']}-item request {y['batch_s']:.2f} s: "
+                 f"{y['ratio']:.2f}x (target <= {x['target']:g}x); {y['replies_429']} replies 429, "
+                 f"{y['unscored']} items unscored")
+    if "fairness" in r:
+        x = r["fairness"]
+        echo(f"fairness: tenant B's {x['small_items']}-item batch alone {x['alone_s']:.2f} s, beside tenant A's "
+             f"{x['burst_items']} items in flight {x['beside_s']:.2f} s: {x['ratio']:.2f}x "
+             f"(target <= {x['target']:g}x); A's burst took {x['burst_s']:.1f} s")
+    return ok

@@ -98,7 +98,8 @@ def serve(
             raise typer.Exit(1) from exc
     # SIGTERM: uvicorn stops accepting, lets in-flight requests finish, then the lifespan closes the pools.
     uvicorn.run(build_app(settings), host=settings.host, port=settings.port, log_level=settings.log_level,
-                timeout_graceful_shutdown=30, log_config=None, access_log=not settings.log_json)
+                timeout_graceful_shutdown=settings.shutdown_grace_s, log_config=None,
+                access_log=not settings.log_json)
 
 
 @app.command("judge-server")
@@ -162,64 +163,34 @@ def bench(
     engine_pairs: Annotated[int, typer.Option(
         help="Verdicts per run of the engine check (one at a time, 16 at once, per path and prompt length); "
         "0 skips it.")] = 64,
+    prompt_cost: Annotated[bool, typer.Option(help="In the engine check, also time prompts of three lengths.")] = True,
+    modes: Annotated[str, typer.Option(
+        help="Comma-separated sections: engine (engine check), baseline (published one-at-a-time reward vs the "
+        "service, cold and warm), limit (the batch's judge calls straight at the engine vs the service, with "
+        "per-phase times), per-sample (one request per item vs one batch), fairness (a small tenant beside a "
+        "large one's burst).")] = ",".join(("engine", "baseline", "limit", "per-sample", "fairness")),
 ) -> None:
     """Baseline (one item at a time, as published) vs the service's /reward, cold and warm, same judge server;
     first an engine check: verdicts per second one at a time and 16 at once, and what a prompt token costs."""
     import logging
 
     from rich.console import Console
-    from rich.table import Table
 
-    from service.bench import COLD_TARGET, PATHS, run_bench
+    from service.bench import MODES, report, run_bench
+
+    chosen = tuple(m.strip() for m in modes.split(",") if m.strip())
+    unknown = sorted(set(chosen) - set(MODES))
+    if unknown:
+        raise typer.BadParameter(f"unknown {', '.join(unknown)}; known: {', '.join(MODES)}", param_hint="--modes")
 
     logging.basicConfig(level=logging.WARNING)
     console = Console(stderr=True)
     r = run_bench(data=data, questions=questions, samples=samples, seed=seed, judge_url=judge_url, eager=eager,
                   warm_repeats=warm_repeats, cold_repeats=cold_repeats, port=port, log=console.print, dtype=dtype,
-                  engine_pairs=engine_pairs)
-    verdict = r["verdict"]
-    typer.echo(f"judge {r['judge_model']} ({r['judge_mode']}), dtype {r['dtype']}; verdict: "
-               f"{verdict.get('verdict')} ({verdict.get('verdict_reason', '')})\nCPU: {r['cpu']}")
-    if r["engine"]:
-        e = r["engine"]
-        engine = Table(title=f"engine check: {e['pairs']} distinct verdicts, default prompt")
-        for col in ("path", "verdicts/s, 1 at a time", f"verdicts/s, {e['concurrency']} at once", "batching gain",
-                    "engine ms/verdict"):
-            engine.add_column(col, justify="right")
-        for path, label in PATHS.items():
-            x = e[path]
-            engine.add_row(label, f"{x['one_at_a_time_per_s']:.2f}", f"{x['at_once_per_s']:.2f}",
-                           f"{x['batching_gain']:.1f}x", f"{x['ms_per_verdict']:.0f}")
-        Console().print(engine)
-        cost = Table(title=f"prompt length (single step, {e['cost_pairs']} verdicts, {e['concurrency']} at once)")
-        for col in ("prompt", "prompt tokens", "ms/verdict, every token computed", "ms/verdict, system prompt cached"):
-            cost.add_column(col, justify="right")
-        for c in e["prompt_cost"]:
-            cost.add_row(c["prompt"], str(c["tokens"] or "?"), f"{c['ms_per_verdict']:.0f}",
-                         f"{c['ms_per_verdict_cached']:.0f}")
-        Console().print(cost)
-        if "ms_per_100_prompt_tokens" in e:
-            typer.echo(f"a judge prompt costs {e['ms_per_100_prompt_tokens']:.0f} ms of engine time per verdict "
-                       "per 100 tokens computed")
-    table = Table(title=f"{r['items']} items, judge {r['judge_model']} ({r['judge_mode']}, {r['dtype']}), "
-                  f"mix {r['mix']}")
-    for col in ("run", "items/s", "x baseline", "p50 s", "p99 s", "overhead p50 ms"):
-        table.add_column(col, justify="right")
-    table.add_row("baseline (1 item at a time)", f"{r['baseline']['items_per_s']:.1f}", "1.0",
-                  f"{r['baseline']['seconds']:.2f}", "", "")
-    for name in ("cold", "warm"):
-        x = r[name]
-        table.add_row(f"service, {name} cache", f"{x['items_per_s']:.1f}", f"{x['ratio']:.1f}", f"{x['p50_s']:.3f}",
-                      f"{x['p99_s']:.3f}", f"{x['overhead_s_p50'] * 1000:.1f}")
-    Console().print(table)
-    typer.echo(f"cold cache: {r['cold']['ratio']:.1f}x the sequential baseline (target {COLD_TARGET:g}x)")
-    a = r["agreement"]
-    typer.echo(f"deterministic component mismatches: {a['deterministic_mismatches']} of {r['items']}; "
-               f"judge verdict agreement {a['verdict_agreement']:.1%} on {a['judged_items']} judged items; "
-               f"max similarity difference {a['max_similarity_diff']:.2e}")
+                  engine_pairs=engine_pairs, prompt_cost=prompt_cost, modes=chosen)
     if json_out:
         json_out.write_text(json.dumps(r, indent=2))
-    if a["deterministic_mismatches"]:
+    if not report(r, typer.echo, Console().print):
         raise typer.Exit(1)
 
 

@@ -72,6 +72,9 @@ class Settings(BaseSettings):
     log_level: str = Field("info", description="Log level of the service and uvicorn.")
     log_json: bool = Field(True, description="One JSON log line per request (with its request id); no texts or keys.")
     default_profile: str = Field("medix-r1", description="Reward profile used when a request names none.")
+    shutdown_grace_s: int = Field(
+        60, gt=0, description="On SIGTERM, how long in-flight requests may run on before they are cut off "
+        "(they then fail; size it above your longest batch).")
 
     # --- Judge backend: the LLM server or in-process engine behind verdicts and /judge ----------------
     judge_backend: Literal["vllm", "openai"] = Field(
@@ -227,7 +230,7 @@ class Settings(BaseSettings):
 
 # The settings by concern, in the order of the documentation (a unit test checks that each field is in one group).
 GROUPS: tuple[tuple[str, tuple[str, ...]], ...] = (
-    ("HTTP server", ("host", "port", "log_level", "log_json", "default_profile")),
+    ("HTTP server", ("host", "port", "log_level", "log_json", "default_profile", "shutdown_grace_s")),
     ("Judge backend (server or in-process engine)",
      ("judge_backend", "judge_url", "judge_urls", "judge_model", "judge_api_key", "judge_timeout_s", "judge_retries",
       "judge_backoff_s", "judge_concurrency", "vllm_max_model_len", "vllm_enforce_eager", "vllm_memory_fraction",

@@ -18,7 +18,9 @@ pytestmark = pytest.mark.integration
 
 ENV = {"MEDIX_JUDGE_BACKEND": "openai", "MEDIX_PIN_SERVICE": "true", "MEDIX_JUDGE_RETRIES": "1",
        "MEDIX_JUDGE_BACKOFF_S": "0.1", "MEDIX_JUDGE_TIMEOUT_S": "20", "MEDIX_REDIS_DOWN_S": "0.2",
-       "MEDIX_RETRY_AFTER_S": "5", "MEDIX_BREAKER_OPEN_S": "2"}
+       "MEDIX_RETRY_AFTER_S": "5", "MEDIX_BREAKER_OPEN_S": "2",
+       # The drain test checks that in-flight work finishes, not how fast a shared CI core is.
+       "MEDIX_SHUTDOWN_GRACE_S": "240"}
 
 
 @pytest.fixture(scope="module")
@@ -142,14 +144,14 @@ def test_client_that_disconnects_stops_consuming_the_judge(fault_stack, slake):
 
 def test_sigterm_finishes_in_flight_requests_then_exits(fault_stack, slake):
     url, svc = fault_stack["url"], fault_stack["service"]
-    items = grpo_batch(slake, questions=30, samples=3, seed=24, mix={"paraphrase": 0.5, "wrong": 0.5})
+    items = grpo_batch(slake, questions=20, samples=3, seed=24, mix={"paraphrase": 0.5, "wrong": 0.5})
     out: dict = {}
-    t = threading.Thread(target=lambda: out.update(r=httpx.post(f"{url}/reward", json={"items": items}, timeout=120)))
+    t = threading.Thread(target=lambda: out.update(r=httpx.post(f"{url}/reward", json={"items": items}, timeout=300)))
     t.start()
     time.sleep(0.7)
     assert svc.popen is not None
     svc.popen.send_signal(signal.SIGTERM)
-    t.join(120)
+    t.join(300)
     assert out["r"].status_code == 200 and len(out["r"].json()["results"]) == len(items)
     # uvicorn re-raises the SIGTERM it caught once it has shut down cleanly, so -15 is a clean exit too.
     assert svc.popen.wait(60) in (0, -signal.SIGTERM)
