@@ -265,3 +265,46 @@ def test_client_retries_503_honouring_retry_after_then_raises(down_url):
             c.reward([{"response": GOOD, "ground_truth": "<X_RAY>Edema"}])
     assert e.value.status == 503 and e.value.param == "judge"
     assert time.monotonic() - start >= 2.0  # two waits of Retry-After: 1
+
+
+class GatheringJudge(FakeJudge):
+    """Answers only once `at_once` calls are in flight together (or fails after 20 s): it shows how many
+    requests reached the service at the same time."""
+
+    def __init__(self, at_once: int) -> None:
+        super().__init__()
+        self.at_once, self.waiting = at_once, 0
+        self.gathered: asyncio.Event | None = None
+
+    async def complete(self, messages, **kw):
+        self.gathered = self.gathered or asyncio.Event()
+        self.waiting += 1
+        if self.waiting >= self.at_once:
+            self.gathered.set()
+        await asyncio.wait_for(self.gathered.wait(), 20)
+        return await super().complete(messages, **kw)
+
+
+def test_async_client_sends_hundreds_of_requests_at_once_and_reports_each_reply(down_url):
+    # 120 one-item requests must be in the service together: more than httpx's default pool of 100 lets out.
+    settings = Settings(engine_cpus="", judge_retries=0)
+    app = build_app(settings, judge=GatheringJudge(at_once=120), embedder=FakeEmbedder())
+    items = [{"response": f"<X_RAY><thinking>t</thinking><answer>pneumonia {i}</answer>",
+              "ground_truth": "<X_RAY>Pneumonia"} for i in range(120)]
+    statuses: list[int] = []
+
+    async def seen(response):
+        statuses.append(response.status_code)
+
+    async def go(base, todo, **kw):
+        async with AsyncMedixClient(base, on_response=seen, **kw) as c:
+            return await asyncio.gather(*(c.reward([item]) for item in todo), return_exceptions=True)
+
+    with ServiceThread(app, free_port(), timeout_s=30) as svc:
+        scored = asyncio.run(go(svc.url, items))
+    assert all(not isinstance(r, BaseException) and r[0].overall is not None for r in scored), scored[:3]
+    assert statuses == [200] * 120
+    statuses.clear()
+    failed = asyncio.run(go(down_url, items[:50], retries=1))
+    assert all(isinstance(r, MedixUnavailable) for r in failed)
+    assert statuses == [503] * 100  # the retried replies are reported too
