@@ -23,7 +23,7 @@ from service.ops import router as ops_router
 from service.reward.prompt import load_prompt
 from service.reward.router import router as reward_router
 from service.reward.scorer import RewardScorer
-from service.scheduling import FairSlots
+from service.scheduling import FairSlots, PrefixWarmup
 from service.security import KeyRing, RateLimiter, load_key_file, load_key_weights
 from service.settings import Settings
 
@@ -48,7 +48,8 @@ def make_judge(settings: Settings) -> JudgeBackend:
     return VLLMJudge(model_dir, max_model_len=settings.vllm_max_model_len,
                      enforce_eager=settings.vllm_enforce_eager, memory_fraction=settings.vllm_memory_fraction,
                      served_name=None if settings.judge_model else "smollm2-135m-instruct",
-                     dtype=dtype, dtype_reason=why)
+                     dtype=dtype, dtype_reason=why,
+                     max_num_seqs=cpu.engine_max_num_seqs(settings.vllm_max_num_seqs, cpu.has_gpu()))
 
 
 def make_embedder(settings: Settings, metrics: Metrics) -> Embedder:
@@ -134,6 +135,7 @@ async def init_app_state(state: Any, settings: Settings, metrics: Metrics, closi
         judge_top_logprobs=settings.verdict_top_logprobs, retry_after_s=settings.retry_after_s,
         max_answer_chars=settings.verdict_max_answer_chars, default_profile=settings.default_profile,
         judge_slots=judge_slots, judge_breaker=judge_breaker, embed_breaker=embed_breaker,
+        warmup=PrefixWarmup(settings.verdict_prefix_warm_s),
     )
     state.evaluator = Evaluator(
         judge=judge, cache=cache, metrics=metrics, policy=judge_policy, judge_slots=judge_slots,

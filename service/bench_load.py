@@ -34,9 +34,16 @@ async def reset_prefix_cache(judge_url: str) -> bool:
     root = judge_url.rstrip("/").removesuffix("/v1")
     try:
         async with httpx.AsyncClient(timeout=60) as client:
-            return (await client.post(f"{root}/reset_prefix_cache")).status_code == 200
-    except httpx.HTTPError:
-        return False
+            for _ in range(40):  # vLLM refuses while blocks are held (requests finishing): try again shortly
+                resp = await client.post(f"{root}/reset_prefix_cache")
+                if resp.status_code != 200:
+                    return False
+                if resp.json().get("success", True):
+                    return True
+                await asyncio.sleep(0.25)
+    except (httpx.HTTPError, ValueError):
+        pass
+    return False
 
 
 @dataclass

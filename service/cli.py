@@ -131,6 +131,10 @@ def judge_server(
             "--served-model-name", name, "--host", host, "--port", str(port),
             "--max-model-len", str(settings.vllm_max_model_len),
             "--gpu-memory-utilization", str(settings.vllm_memory_fraction), "--dtype", chosen]
+    # Priority scheduling: the service sends each call's tenant priority (see service/scheduling.py).
+    argv += ["--scheduling-policy", "priority"]
+    seqs = cpu.engine_max_num_seqs(settings.vllm_max_num_seqs, cpu.has_gpu())
+    argv += ["--max-num-seqs", str(seqs)] if seqs else []
     typer.echo(f"judge engine dtype: {chosen} ({why}); CPU: {cpu.cpu_summary()}", err=True)
     if eager:
         argv.append("--enforce-eager")

@@ -154,3 +154,19 @@ def cpu_summary() -> str:
 
     shown = [f for f in SHOWN_FLAGS if f in cpu_flags()]
     return f"{cpu_model()} ({platform.machine()}; {' '.join(shown) or 'no vector flags listed'})"
+
+
+# -- the judge engine's scheduler ---------------------------------------------------------------------------
+CPU_MAX_NUM_SEQS = 32
+
+
+def engine_max_num_seqs(setting: int | None, gpu: bool) -> int | None:
+    """Requests the engine runs at once (the rest wait in its priority-ordered queue); None: vLLM's default.
+
+    vLLM runs its running requests in admission order and orders only the waiting ones by priority. On a CPU
+    engine, whose default lets 128 run, a tenant's new call would queue behind every call of a tenant that filled
+    the engine; 32 still fills each step's token budget with verdict prompts, so throughput is kept and the rest
+    wait where priority applies. On a GPU vLLM's default stands (its steps take far more requests)."""
+    if setting is not None:
+        return setting
+    return None if gpu else CPU_MAX_NUM_SEQS

@@ -101,6 +101,9 @@ class Settings(BaseSettings):
         128, ge=1, description="Judge calls in flight at once, across all requests (the engine batches them)."
     )
     vllm_max_model_len: int = Field(2048, description="Context length of the in-process engine.")
+    vllm_max_num_seqs: int | None = Field(
+        None, ge=1, description="Requests the judge engine (in-process or `medix-reward judge-server`) runs at "
+        "once; the rest wait in its queue, ordered by tenant priority. Unset: 32 on a CPU, vLLM's default on a GPU.")
     vllm_enforce_eager: bool = Field(
         True, description="Skip torch.compile in the in-process engine: starts in ~30 s instead of ~90 s."
     )
@@ -133,6 +136,10 @@ class Settings(BaseSettings):
     verdict_max_answer_chars: int = Field(
         4000, ge=16, description="Answers and references are cut to this length in the verdict prompt."
     )
+    verdict_prefix_warm_s: float = Field(
+        300.0, ge=0, description="After a verdict completes, for how long the judge engine is taken to hold the "
+        "verdict prompt's shared prefix in its cache; a burst arriving later sends one call first, so that the "
+        "engine computes the prefix once instead of once per call. 0: never hold calls back.")
 
     # --- Evaluation: the reference-based judge behind /judge ---------------------------------------------
     eval_task_rubrics: dict[str, Literal["binary", "report"]] = Field(
@@ -233,10 +240,11 @@ GROUPS: tuple[tuple[str, tuple[str, ...]], ...] = (
     ("HTTP server", ("host", "port", "log_level", "log_json", "default_profile", "shutdown_grace_s")),
     ("Judge backend (server or in-process engine)",
      ("judge_backend", "judge_url", "judge_urls", "judge_model", "judge_api_key", "judge_timeout_s", "judge_retries",
-      "judge_backoff_s", "judge_concurrency", "vllm_max_model_len", "vllm_enforce_eager", "vllm_memory_fraction",
-      "judge_dtype", "engine_cpus", "pin_service")),
+      "judge_backoff_s", "judge_concurrency", "vllm_max_model_len", "vllm_max_num_seqs", "vllm_enforce_eager",
+      "vllm_memory_fraction", "judge_dtype", "engine_cpus", "pin_service")),
     ("Reward verdict (/reward's YES/NO question)",
-     ("verdict_prompt_file", "verdict_max_tokens", "verdict_top_logprobs", "verdict_max_answer_chars")),
+     ("verdict_prompt_file", "verdict_max_tokens", "verdict_top_logprobs", "verdict_max_answer_chars",
+      "verdict_prefix_warm_s")),
     ("Evaluation (/judge)", ("eval_task_rubrics", "eval_max_tokens", "eval_parse_retries", "eval_max_chars")),
     ("Embedder", ("embed_backend", "embed_model", "embed_url", "embed_api_key", "embed_device", "embed_batch_size",
                   "embed_max_wait_ms", "embed_timeout_s", "embed_retries", "embed_backoff_s")),

@@ -7,6 +7,7 @@ import math
 import random
 import time
 from collections.abc import Awaitable, Callable, Mapping, Sequence
+from contextvars import ContextVar
 from dataclasses import dataclass
 from typing import Any, Protocol, TypeVar
 
@@ -15,6 +16,10 @@ import numpy as np
 from service.backends.breaker import CircuitBreaker
 from service.exceptions import BackendUnavailable, InputRejected
 from service.metrics import Metrics
+
+# The priority of the judge call the current task makes (lower is served first): set while a judge slot is held
+# (service.scheduling), sent by the backends to an engine that schedules by priority.
+CALL_PRIORITY: ContextVar[int] = ContextVar("medix_call_priority", default=0)
 
 T = TypeVar("T")
 

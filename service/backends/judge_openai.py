@@ -12,6 +12,7 @@ from typing import Any
 import httpx
 
 from service.backends.base import (
+    CALL_PRIORITY,
     DEFAULT_CHOICES,
     Completion,
     PermanentBackendError,
@@ -46,6 +47,7 @@ class OpenAIJudge:
         self._use_single_step = single_step
         self._plan: VerdictPlan | None = None  # learned from the first server that answers
         self._plan_lock = asyncio.Lock()
+        self._priority_ok = True  # until a server refuses the `priority` field
         limits = httpx.Limits(max_connections=max_connections, max_keepalive_connections=max_connections)
         self._clients = [
             httpx.AsyncClient(base_url=url, headers=auth_headers(api_key), limits=limits, transport=transport,
@@ -110,7 +112,8 @@ class OpenAIJudge:
 
     def describe(self) -> dict[str, Any]:
         plan = self._plan.describe() if self._plan else {"verdict": "not learned yet (no server answered)"}
-        return {"dtype": "set by the judge server (`medix-reward judge-server` prints its choice)", **plan}
+        return {"dtype": "set by the judge server (`medix-reward judge-server` prints its choice)",
+                "tenant_priority": "sent" if self._priority_ok else "refused by the server", **plan}
 
     def _pick(self) -> int:
         """The next replica in turn that is not resting; the next in turn if all are."""
@@ -158,10 +161,19 @@ class OpenAIJudge:
 
     async def _post(self, path: str, body: dict[str, Any], i: int | None = None) -> httpx.Response:
         """POST to a replica (the next in turn by default): `path` under its /v1 base URL, or an absolute URL
-        (the server's own routes, e.g. /tokenize)."""
+        (the server's own routes, e.g. /tokenize). A chat call carries the tenant priority of the calling task
+        (see service.scheduling) until a server refuses the field."""
         i = self._pick() if i is None else i
+        priority = CALL_PRIORITY.get()
+        if priority > 0 and self._priority_ok and path == "/chat/completions":
+            body = {**body, "priority": priority}
         try:
             resp = await self._clients[i].post(path, json=body)
+            if resp.status_code == 400 and "priority" in body and "priorit" in resp.text.lower():
+                self._priority_ok = False
+                log.warning("the judge server does not schedule by priority (vLLM: --scheduling-policy priority): "
+                            "tenants share its queue in arrival order; %s", resp.text[:200])
+                resp = await self._clients[i].post(path, json={k: v for k, v in body.items() if k != "priority"})
         except httpx.TimeoutException as exc:
             raise TimeoutError(f"{self._urls[i]}: {exc!r}") from exc
         except httpx.TransportError as exc:

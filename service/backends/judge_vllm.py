@@ -9,6 +9,7 @@ from collections.abc import Mapping, Sequence
 from typing import Any
 
 from service.backends.base import (
+    CALL_PRIORITY,
     DEFAULT_CHOICES,
     Completion,
     PermanentBackendError,
@@ -32,8 +33,10 @@ class VLLMJudge:
 
     def __init__(self, model_dir: str, *, max_model_len: int, enforce_eager: bool, memory_fraction: float,
                  served_name: str | None = None, dtype: str = "auto", dtype_reason: str = "vLLM's default",
-                 verdict_choices: Sequence[str] = DEFAULT_CHOICES, single_step: bool = True) -> None:
+                 verdict_choices: Sequence[str] = DEFAULT_CHOICES, single_step: bool = True,
+                 max_num_seqs: int | None = None) -> None:
         self._model_dir = model_dir
+        self._max_num_seqs = max_num_seqs
         self._served_name = served_name or model_dir
         self._max_model_len = max_model_len
         self._enforce_eager = enforce_eager
@@ -64,6 +67,8 @@ class VLLMJudge:
             gpu_memory_utilization=self._memory_fraction,
             dtype=self._dtype,
             disable_log_stats=True,
+            scheduling_policy="priority",  # each call carries its tenant's priority (service/scheduling.py)
+            **({"max_num_seqs": self._max_num_seqs} if self._max_num_seqs else {}),
         )
         self._engine = AsyncLLM.from_engine_args(args)
         self._tokenizer = self._engine.get_tokenizer()
@@ -117,7 +122,8 @@ class VLLMJudge:
         final = None
         try:
             async for out in self._engine.generate(
-                TokensPrompt(prompt_token_ids=token_ids), params, f"medix-{next(self._ids)}"
+                TokensPrompt(prompt_token_ids=token_ids), params, f"medix-{next(self._ids)}",
+                priority=CALL_PRIORITY.get(),
             ):
                 final = out
         except Exception as exc:

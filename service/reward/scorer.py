@@ -38,7 +38,7 @@ from service.protocol import (
 from service.reward import rules
 from service.reward.profiles import PROFILES, Profile
 from service.reward.prompt import CHOICES, JudgePrompt, p_yes, read_verdict
-from service.scheduling import ANONYMOUS, FairSlots
+from service.scheduling import ANONYMOUS, FairSlots, PrefixWarmup
 
 
 @dataclass(slots=True)
@@ -109,7 +109,7 @@ class RewardScorer:
                  retry_after_s: int, max_answer_chars: int = 4000,
                  profiles: dict[str, Profile] | None = None, default_profile: str = "medix-r1",
                  judge_slots: FairSlots | None = None, judge_breaker: CircuitBreaker | None = None,
-                 embed_breaker: CircuitBreaker | None = None) -> None:
+                 embed_breaker: CircuitBreaker | None = None, warmup: PrefixWarmup | None = None) -> None:
         self.judge = judge
         self.embedder = embedder
         self.cache = cache
@@ -119,6 +119,7 @@ class RewardScorer:
         self._embed_policy = embed_policy
         # Shared with /judge so that the two routes together stay within the judge's concurrency.
         self._judge_slots = judge_slots or FairSlots(judge_concurrency)
+        self._warmup = warmup or PrefixWarmup(0)
         self._verdicts: Memo[Verdict | Rejected] = Memo(Verdict.encode, Verdict.decode)
         self._judge_breaker, self._embed_breaker = judge_breaker, embed_breaker
         self._max_tokens = judge_max_tokens
@@ -232,12 +233,16 @@ class RewardScorer:
         """A verdict in the tenant's fair share of judge slots, or the judge's refusal of this one input (e.g.
         longer than its context): the item then fails alone, with an error, and the rest of the batch is scored.
         The slot is taken before the breaker check and outside the retry timeout (queueing is not a timeout)."""
-        async with self._judge_slots.slot(tenant):
+        prefix = self.prompt.fingerprint
+        async with self._warmup.gate(prefix), self._judge_slots.slot(tenant):
             start = time.perf_counter()
             try:
                 return await self._judge_one(p)
             except InputRejected as exc:
                 return Rejected(exc.message)
+            except Exception:
+                self._warmup.forget(prefix)  # the engine may have restarted with an empty cache
+                raise
             finally:
                 self.metrics.phase_duration.labels("judge_call").observe(time.perf_counter() - start)
 

@@ -99,3 +99,11 @@ def test_judge_server_passes_the_dtype(monkeypatch, tmp_path):
     monkeypatch.setenv("MEDIX_JUDGE_DTYPE", "float16")
     assert dtype_passed() == "float16"
     assert CliRunner().invoke(cli.app, ["judge-server", "--dtype", "fp8"]).exit_code == 2
+
+
+def test_the_engine_runs_a_short_set_on_a_cpu_and_the_setting_wins():
+    from service.cpu import CPU_MAX_NUM_SEQS, engine_max_num_seqs
+
+    assert engine_max_num_seqs(None, gpu=False) == CPU_MAX_NUM_SEQS
+    assert engine_max_num_seqs(None, gpu=True) is None  # vLLM's own default on a GPU
+    assert engine_max_num_seqs(200, gpu=False) == 200

@@ -2,7 +2,8 @@ import asyncio
 
 import pytest
 
-from service.scheduling import FairSlots
+from service.backends.base import CALL_PRIORITY
+from service.scheduling import FairSlots, PrefixWarmup
 
 
 async def run_calls(slots: FairSlots, tenant: str, n: int, order: list[str], hold: float = 0.001) -> None:
@@ -85,3 +86,68 @@ async def test_wait_and_depth_are_reported_per_tenant():
     order: list[str] = []
     await asyncio.gather(run_calls(slots, "a", 3, order), run_calls(slots, "b", 3, order))
     assert sorted(waits) == ["a"] * 3 + ["b"] * 3 and max(d for _, d in depths) >= 1 and depths[-1][1] == 0
+
+
+# -- the priority a call carries into the engine -----------------------------------------------------------------
+async def test_a_calls_priority_is_its_tenants_calls_already_in_flight_over_its_weight():
+    slots = FairSlots(16, weights={"heavy": 2.0})
+    seen: dict[str, list[int]] = {"a": [], "b": [], "heavy": []}
+    release = asyncio.Event()
+
+    async def one(tenant: str) -> None:
+        async with slots.slot(tenant) as priority:
+            assert CALL_PRIORITY.get() == priority
+            seen[tenant].append(priority)
+            await release.wait()
+
+    tasks = [asyncio.create_task(one("a")) for _ in range(5)]
+    await asyncio.sleep(0)
+    tasks += [asyncio.create_task(one("b")) for _ in range(2)]
+    tasks += [asyncio.create_task(one("heavy")) for _ in range(4)]
+    await asyncio.sleep(0.01)
+    # A newcomer's calls go ahead of the deep queue of a tenant that already fills the engine.
+    assert seen == {"a": [0, 1, 2, 3, 4], "b": [0, 1], "heavy": [0, 0, 1, 1]}
+    release.set()
+    await asyncio.gather(*tasks)
+    assert CALL_PRIORITY.get() == 0 and slots.holding("a") == 0 and slots.in_use == 0
+    async with slots.slot("a") as priority:
+        assert priority == 0  # nothing of a's in flight any more
+
+
+# -- the first verdict of a burst goes alone -----------------------------------------------------------------------
+async def burst(warm: PrefixWarmup, n: int, log: list[str], fail_pilot: bool = False) -> list[BaseException | None]:
+    async def one(i: int) -> None:
+        async with warm.gate("prompt") as pilot:
+            log.append(f"start {'pilot' if pilot else i}")
+            await asyncio.sleep(0.01)
+            if pilot and fail_pilot:
+                raise RuntimeError("judge down")
+            log.append(f"end {'pilot' if pilot else i}")
+
+    return await asyncio.gather(*(one(i) for i in range(n)), return_exceptions=True)
+
+
+async def test_a_burst_into_a_cold_engine_waits_for_one_pilot_call_then_goes_at_once():
+    warm, log = PrefixWarmup(60), []
+    await burst(warm, 4, log)
+    assert log[:2] == ["start pilot", "end pilot"]  # nobody started before the pilot was done
+    assert sorted(log[2:5]) == ["start 1", "start 2", "start 3"]  # then all at once
+    log.clear()
+    await burst(warm, 4, log)  # the engine holds the prefix now: no call is held back
+    assert "start pilot" not in log and log[:4] == ["start 0", "start 1", "start 2", "start 3"]
+
+
+async def test_a_failed_pilot_releases_the_burst_and_a_forgotten_prompt_is_piloted_again():
+    warm, log = PrefixWarmup(60), []
+    out = await burst(warm, 3, log, fail_pilot=True)
+    assert isinstance(out[0], RuntimeError) and out[1:] == [None, None]  # the others still ran
+    log.clear()
+    await burst(warm, 3, log)
+    assert log[0] == "start pilot"  # not marked warm by a failure
+    warm.forget("prompt")
+    log.clear()
+    await burst(warm, 2, log)
+    assert log[0] == "start pilot"
+    log.clear()
+    await burst(PrefixWarmup(0), 3, log)
+    assert "start pilot" not in log  # 0 switches it off

@@ -10,6 +10,7 @@ import httpx
 import pytest
 
 from service.backends.base import (
+    CALL_PRIORITY,
     CONSTRAINED,
     SINGLE_STEP,
     Completion,
@@ -250,3 +251,40 @@ async def test_ask_verdict_gives_a_complete_only_backend_the_constrained_call():
     backend = CompleteOnly()
     out = await ask_verdict(backend, MESSAGES, choices=CHOICES, max_tokens=4, top_logprobs=10)
     assert out.text == "NO" and backend.kw == {"max_tokens": 4, "choice": CHOICES, "top_logprobs": 10}
+
+
+# -- the tenant priority each call carries -------------------------------------------------------------------
+class NoPriorityVLLM(FakeVLLM):
+    """A server started without priority scheduling: vLLM refuses a non-zero priority with a 400."""
+
+    def __call__(self, request: httpx.Request) -> httpx.Response:
+        if request.url.path == "/v1/chat/completions" and json.loads(request.content).get("priority"):
+            self.chats.append(json.loads(request.content))
+            return httpx.Response(400, json={"error": {"message": "Priority scheduling is not enabled."}})
+        return super().__call__(request)
+
+
+async def test_a_call_carries_the_priority_of_its_slot_and_none_at_zero():
+    server = FakeVLLM()
+    judge = judge_on(server)
+    await verdict(judge)
+    token = CALL_PRIORITY.set(3)
+    try:
+        await verdict(judge)
+    finally:
+        CALL_PRIORITY.reset(token)
+    assert "priority" not in server.chats[-2] and server.chats[-1]["priority"] == 3
+
+
+async def test_a_server_that_refuses_priorities_gets_the_call_without_and_no_more_of_them():
+    server = NoPriorityVLLM()
+    judge = judge_on(server)
+    token = CALL_PRIORITY.set(2)
+    try:
+        first, second = await verdict(judge), await verdict(judge)
+    finally:
+        CALL_PRIORITY.reset(token)
+    assert first.text == second.text == "YES"  # scored, never an error for the caller
+    refused = [c for c in server.chats if c.get("priority")]
+    assert len(refused) == 1  # refused once, then the field is left out
+    assert judge.describe()["tenant_priority"] == "refused by the server"

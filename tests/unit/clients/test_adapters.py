@@ -287,7 +287,7 @@ class GatheringJudge(FakeJudge):
 
 def test_async_client_sends_hundreds_of_requests_at_once_and_reports_each_reply(down_url):
     # 120 one-item requests must be in the service together: more than httpx's default pool of 100 lets out.
-    settings = Settings(engine_cpus="", judge_retries=0)
+    settings = Settings(engine_cpus="", judge_retries=0, verdict_prefix_warm_s=0)  # no call held back
     app = build_app(settings, judge=GatheringJudge(at_once=120), embedder=FakeEmbedder())
     items = [{"response": f"<X_RAY><thinking>t</thinking><answer>pneumonia {i}</answer>",
               "ground_truth": "<X_RAY>Pneumonia"} for i in range(120)]
