@@ -1,4 +1,4 @@
-"""`medix-train`: a short GRPO run with TRL, rewards from the MediX service."""
+"""`medix-train`: GRPO with TRL, rewards from the MediX service (recipe and figures: docs/training.md)."""
 
 from __future__ import annotations
 
@@ -32,27 +32,62 @@ def local_model() -> str:
 def main(
     data: Annotated[Path, typer.Option(exists=True, dir_okay=False, help="Medical QA JSONL (SLAKE works as is); "
                                        "default: the bundled SLAKE test split.")] = SLAKE,
-    model: Annotated[str | None, typer.Option(help="Policy model (default: the local SmolLM2-135M).")] = None,
+    model: Annotated[str | None, typer.Option(help="Policy model, a local folder or hub name (default: the local "
+                                              "SmolLM2-135M-Instruct).")] = None,
     reward_url: Annotated[str | None, typer.Option(help="Service URL (default MEDIX_URL).")] = None,
     api_key: Annotated[str | None, typer.Option(help="Service key (default MEDIX_API_KEY).")] = None,
-    max_steps: int = 2,
-    num_generations: int = 4,
-    batch_size: Annotated[int, typer.Option(help="Completions per device per step.")] = 4,
-    learning_rate: float = 1e-6,
-    max_completion_length: int = 64,
-    limit: Annotated[int | None, typer.Option(help="Use only the first N rows.")] = None,
+    profile: Annotated[str | None, typer.Option(help="Reward profile to ask for (default: the service's, "
+                                                "medix-r1).")] = None,
+    max_steps: Annotated[int, typer.Option(min=1, help="Optimiser steps; each one samples --batch-size "
+                                           "completions, scores them in one /reward request and updates.")] = 2,
+    num_generations: Annotated[int, typer.Option(min=2, help="GRPO group size: completions sampled per question; "
+                                                 "each is judged against its group's mean.")] = 8,
+    batch_size: Annotated[int, typer.Option(min=1, help="Completions per step (a multiple of --num-generations: "
+                                            "batch-size / num-generations questions per step).")] = 8,
+    learning_rate: Annotated[float, typer.Option(help="AdamW learning rate, constant over the run.")] = 2e-5,
+    beta: Annotated[float, typer.Option(min=0.0, help="KL penalty towards the starting policy; 0 (none) also "
+                                        "skips the reference model's forward pass.")] = 0.0,
+    temperature: Annotated[float, typer.Option(min=0.0, help="Sampling temperature of the rollouts.")] = 1.0,
+    max_completion_length: Annotated[int, typer.Option(min=1, help="Token budget of one completion; a cut "
+                                                       "completion misses </answer> and scores format 0.")] = 96,
+    limit: Annotated[int | None, typer.Option(help="Train on only the first N training rows.")] = None,
+    holdout_every: Annotated[int, typer.Option(min=0, help="Hold back the questions of every N-th image (img_id, "
+                                               "or every N-th row when there is none) from training; they are "
+                                               "written to OUTPUT_DIR/holdout.jsonl for medix-judge. 0: none.")] = 6,
+    worked_example: Annotated[bool, typer.Option(help="Put a worked example (one question and a reply in the "
+                                                 "format) before each question, as an earlier exchange.")] = True,
+    image_hint: Annotated[bool, typer.Option(help="Start each question with an image line from the row's "
+                                             "metadata (`Image: CT scan, lung.`), for text-only policies.")] = True,
+    reward_retries: Annotated[int, typer.Option(min=0, help="Client retries of a /reward request on 429/5xx "
+                                                "(honouring Retry-After) and connection errors before the run "
+                                                "stops; enough to ride out a judge restart.")] = 60,
+    gradient_checkpointing: Annotated[bool, typer.Option(help="Recompute activations in the backward pass "
+                                                         "(saves memory, costs time).")] = False,
+    bf16: Annotated[bool, typer.Option(help="bf16 autocast in the loss's forward and backward passes (weights "
+                                       "and optimiser stay float32): about 1.8x faster on CPUs with AVX-512 BF16 "
+                                       "or AMX, and on GPUs.")] = False,
+    seed: Annotated[int, typer.Option(help="Seed of sampling and data order.")] = 0,
     use_vllm: Annotated[bool, typer.Option(help="TRL's vLLM rollout (GPU runs).")] = False,
-    output_dir: Path = Path("runs/medix-grpo"),
+    output_dir: Annotated[Path, typer.Option(help="Checkpoint, per-step logs and the held-back questions "
+                                             "go here.")] = Path("runs/medix-grpo"),
+    plot: Annotated[Path | None, typer.Option(help="Write a PNG of the mean reward and each component against "
+                                              "the step (needs matplotlib).")] = None,
 ) -> None:
     """Train; print the logged steps as JSON lines."""
     from trainer.grpo import TrainOptions, train
 
+    if batch_size % num_generations:
+        raise typer.BadParameter(f"must be a multiple of --num-generations ({num_generations})",
+                                 param_hint="--batch-size")
     if model is None:
         model = local_model()
     out = train(TrainOptions(model=model, data=data, output_dir=output_dir, reward_url=reward_url, api_key=api_key,
-                             max_steps=max_steps, num_generations=num_generations, batch_size=batch_size,
-                             learning_rate=learning_rate, max_completion_length=max_completion_length, limit=limit,
-                             use_vllm=use_vllm))
+                             profile=profile, max_steps=max_steps, num_generations=num_generations,
+                             batch_size=batch_size, learning_rate=learning_rate, beta=beta, temperature=temperature,
+                             max_completion_length=max_completion_length, limit=limit, holdout_every=holdout_every,
+                             worked_example=worked_example, image_hint=image_hint, reward_retries=reward_retries,
+                             gradient_checkpointing=gradient_checkpointing, bf16=bf16, seed=seed, use_vllm=use_vllm,
+                             plot=plot))
     for entry in out["log_history"]:
         typer.echo(json.dumps(entry))
 
