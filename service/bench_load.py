@@ -10,10 +10,15 @@ another's work.
 from __future__ import annotations
 
 import asyncio
+import json
+import os
 import statistics
+import sys
+import tempfile
 import time
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any
 
 import httpx
@@ -75,9 +80,10 @@ def judged_calls(scorer: Any, items: list[dict[str, Any]]) -> list[list[dict[str
 
 
 async def engine_alone(judge: Any, calls: list[list[dict[str, str]]], *, concurrency: int, max_tokens: int,
-                       top_logprobs: int) -> float:
+                       top_logprobs: int, pilot: bool = False) -> float:
     """Seconds for `calls` fired straight at the engine through the service's own judge backend, `concurrency`
-    in flight: the service's limit for this batch."""
+    in flight: the service's limit for this batch. With `pilot`, the first call goes alone and the rest follow
+    once it is done (the engine then computes the shared prompt prefix once), as the service does."""
     slots = asyncio.Semaphore(concurrency)
 
     async def one(messages: list[dict[str, str]]) -> None:
@@ -85,6 +91,9 @@ async def engine_alone(judge: Any, calls: list[list[dict[str, str]]], *, concurr
             await ask_verdict(judge, messages, choices=CHOICES, max_tokens=max_tokens, top_logprobs=top_logprobs)
 
     start = time.perf_counter()
+    if pilot and calls:
+        await one(calls[0])
+        calls = calls[1:]
     await asyncio.gather(*(one(m) for m in calls))
     return time.perf_counter() - start
 
@@ -111,7 +120,22 @@ class PerSample:
 
 async def per_sample(url: str, items: list[dict[str, Any]], key: str | None = None) -> PerSample:
     """Every item in its own /reward request, all at once, through the client as a trainer uses it (verl's reward
-    loop and OpenRLHF send one request per sample)."""
+    loop and OpenRLHF send one request per sample). The client runs in its own process, as a trainer's does: in
+    the bench's process its 512 requests' work would contend with the service for the interpreter."""
+    with tempfile.NamedTemporaryFile("w", suffix=".json", delete=False) as f:
+        json.dump({"url": url, "key": key, "items": items}, f)
+    try:
+        proc = await asyncio.create_subprocess_exec(sys.executable, "-m", "service.bench_load", f.name,
+                                                    stdout=asyncio.subprocess.PIPE)
+        out, _ = await proc.communicate()
+    finally:
+        os.unlink(f.name)
+    if proc.returncode != 0:
+        raise RuntimeError(f"the per-sample client exited with {proc.returncode}")
+    return PerSample(**json.loads(out))
+
+
+async def _per_sample_client(url: str, key: str | None, items: list[dict[str, Any]]) -> dict[str, Any]:
     statuses: list[int] = []
 
     async def seen(response: httpx.Response) -> None:
@@ -121,7 +145,8 @@ async def per_sample(url: str, items: list[dict[str, Any]], key: str | None = No
         start = time.perf_counter()
         scores = await asyncio.gather(*(client.reward([item]) for item in items))
         elapsed = time.perf_counter() - start
-    return PerSample(elapsed, sum(s == 429 for s in statuses), sum(s[0].overall is None for s in scores))
+    return {"seconds": elapsed, "replies_429": sum(s == 429 for s in statuses),
+            "unscored": sum(s[0].overall is None for s in scores)}
 
 
 @dataclass
@@ -156,3 +181,8 @@ async def median_of(repeats: int, fresh: Callable[[], Awaitable[None]], run: Cal
         await fresh()
         seconds.append(await run())
     return statistics.median(seconds)
+
+
+if __name__ == "__main__":  # the per-sample client's own process
+    job = json.loads(Path(sys.argv[1]).read_text())
+    print(json.dumps(asyncio.run(_per_sample_client(job["url"], job["key"], job["items"]))))
