@@ -18,6 +18,8 @@ import httpx
 from pydantic import BaseModel, ConfigDict, SecretStr
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
+from clients.http import PooledAsyncClient
+
 DEFAULT_URL = "http://127.0.0.1:8000"
 RETRY_STATUSES = {429, 502, 503, 504}
 
@@ -161,18 +163,17 @@ class MedixClient(_Base):
 
 class AsyncMedixClient(_Base):
     """`max_connections` bounds the requests in flight: per-sample callers (verl's reward loop, OpenRLHF) send
-    hundreds at once, which httpx's default pool of 100 would queue in the client. `on_response` is awaited with
-    every HTTP reply, retried ones included (e.g. to count 429s)."""
+    hundreds at once, which httpx's default pool of 100 would queue in the client; they are spread over small
+    pools (clients/http.py). `on_response` is awaited with every HTTP reply, retried ones included (e.g. to count
+    429s)."""
 
     def __init__(self, base_url: str | None = None, api_key: str | None = None, *, timeout: float = 600,
                  retries: int = 5, backoff: float = 0.5, max_items: int = 1024, max_connections: int = 1024,
                  on_response: Callable[[httpx.Response], Awaitable[None]] | None = None) -> None:
         super().__init__(base_url, api_key, timeout, retries, backoff, max_items)
         hooks = {"response": [on_response]} if on_response is not None else {}
-        self._http = httpx.AsyncClient(base_url=self.base_url, headers=self.headers, timeout=timeout,
-                                       limits=httpx.Limits(max_connections=max_connections,
-                                                           max_keepalive_connections=min(max_connections, 256)),
-                                       event_hooks=hooks)
+        self._http = PooledAsyncClient(max_connections=max_connections, base_url=self.base_url,
+                                       headers=self.headers, timeout=timeout, event_hooks=hooks)
 
     async def __aenter__(self) -> AsyncMedixClient:
         return self

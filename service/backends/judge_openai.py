@@ -11,6 +11,7 @@ from typing import Any
 
 import httpx
 
+from clients.http import PooledAsyncClient
 from service.backends.base import (
     CALL_PRIORITY,
     DEFAULT_CHOICES,
@@ -48,10 +49,10 @@ class OpenAIJudge:
         self._plan: VerdictPlan | None = None  # learned from the first server that answers
         self._plan_lock = asyncio.Lock()
         self._priority_ok = True  # until a server refuses the `priority` field
-        limits = httpx.Limits(max_connections=max_connections, max_keepalive_connections=max_connections)
+        # Small pools per replica: one httpx pool's cost per request grows with the calls in flight (clients/http.py).
         self._clients = [
-            httpx.AsyncClient(base_url=url, headers=auth_headers(api_key), limits=limits, transport=transport,
-                              timeout=httpx.Timeout(timeout_s, connect=min(5.0, timeout_s)))
+            PooledAsyncClient(max_connections=max_connections, base_url=url, headers=auth_headers(api_key),
+                              transport=transport, timeout=httpx.Timeout(timeout_s, connect=min(5.0, timeout_s)))
             for url in self._urls
         ]
         self._turn = itertools.cycle(range(len(self._clients)))

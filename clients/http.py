@@ -1,0 +1,64 @@
+"""An httpx client for hundreds of requests in flight: several small connection pools instead of one big one.
+
+One httpx pool does work in proportion to its connections and queued requests on every request it serves, so
+its cost per request grows with the requests in flight (measured here: 512 small requests with 128 in flight
+took 5.6 s on one pool of 128 connections, 0.8 s on 16 pools of 8, 0.45 s one at a time). The service's judge
+backend keeps up to 128 calls in flight and per-sample trainers send hundreds of one-item requests at once: both
+go through this client. Used by the client side and the service alike, so it depends on httpx only.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import math
+from collections.abc import Awaitable, Callable
+from typing import Any
+
+import httpx
+
+PER_POOL = 4  # connections per pool
+
+
+class PooledAsyncClient:
+    """`httpx.AsyncClient`'s `get`/`post` over ceil(max_connections / 4) pools; each request goes to the pool with
+    the fewest requests in flight. `event_hooks` is one dict of lists for all pools (append to it at any time)."""
+
+    def __init__(self, *, max_connections: int, per_pool: int = PER_POOL, **kwargs: Any) -> None:
+        pools = max(1, math.ceil(max_connections / per_pool))
+        per = math.ceil(max_connections / pools)
+        given = kwargs.pop("event_hooks", None) or {}
+        self.event_hooks: dict[str, list[Callable[[Any], Awaitable[None]]]] = {
+            "request": list(given.get("request", [])), "response": list(given.get("response", []))}
+        limits = httpx.Limits(max_connections=per, max_keepalive_connections=per)
+        hooks = {"request": [self._on_request], "response": [self._on_response]}
+        self._pools = [httpx.AsyncClient(limits=limits, event_hooks=hooks, **kwargs) for _ in range(pools)]
+        self._busy = [0] * pools
+
+    @property
+    def pools(self) -> int:
+        return len(self._pools)
+
+    async def _on_request(self, request: httpx.Request) -> None:
+        for hook in self.event_hooks["request"]:
+            await hook(request)
+
+    async def _on_response(self, response: httpx.Response) -> None:
+        for hook in self.event_hooks["response"]:
+            await hook(response)
+
+    async def request(self, method: str, url: str, **kwargs: Any) -> httpx.Response:
+        i = min(range(len(self._pools)), key=self._busy.__getitem__)
+        self._busy[i] += 1
+        try:
+            return await self._pools[i].request(method, url, **kwargs)
+        finally:
+            self._busy[i] -= 1
+
+    async def get(self, url: str, **kwargs: Any) -> httpx.Response:
+        return await self.request("GET", url, **kwargs)
+
+    async def post(self, url: str, **kwargs: Any) -> httpx.Response:
+        return await self.request("POST", url, **kwargs)
+
+    async def aclose(self) -> None:
+        await asyncio.gather(*(p.aclose() for p in self._pools))
