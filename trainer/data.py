@@ -5,9 +5,9 @@ The prompt has three parts, each switchable from `medix-train`:
 - the system prompt, which names the reply's shape (modality tag, `<thinking>` block, `<answer>` block) and the
   tags to use;
 - a worked example, given as an earlier user/assistant exchange of the conversation: a small instruct model copies
-  the shape of its own earlier reply far more often than it follows a description or an example quoted inside the
-  system prompt (SmolLM2-135M at temperature 1: about 10 in 32 replies in the format with the exchange, none with
-  the same example quoted in the system prompt), and GRPO can only reinforce a format it sometimes samples;
+  the shape of its own earlier reply far more often than it follows a description (SmolLM2-135M with the system
+  prompt alone: no reply in the format; with the exchange, some replies in every early step, see
+  docs/training.md), and GRPO can only reinforce a format it sometimes samples;
 - an image line before the question (`Image: CT scan, lung.`) built from the row's own metadata: SLAKE asks about
   an image the text-only policy cannot see, so without it the modality tag could only be guessed.
 """

@@ -110,6 +110,7 @@ def _step_logger(path: Path) -> Any:
 
 def train(opts: TrainOptions) -> dict[str, Any]:
     """Run GRPO on the training rows; write the files listed in the module docstring."""
+    import torch
     from trl import GRPOConfig, GRPOTrainer
 
     from trainer.data import SYSTEM_PROMPT, load_dataset, read_rows, split_holdout, write_holdout
@@ -139,6 +140,7 @@ def train(opts: TrainOptions) -> dict[str, Any]:
         seed=opts.seed,
         use_vllm=opts.use_vllm,
         bf16=opts.bf16,
+        use_cpu=opts.bf16 and not torch.cuda.is_available(),  # transformers refuses bf16 on CPU without it
     )
     trainer = GRPOTrainer(model=opts.model, reward_funcs=[reward], args=config, train_dataset=dataset,
                           callbacks=[_step_logger(opts.output_dir / "steps.jsonl")])

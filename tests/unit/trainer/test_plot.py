@@ -32,3 +32,12 @@ def test_plot_refuses_an_empty_run(tmp_path: Path) -> None:
     steps.write_text("\n")
     with pytest.raises(ValueError, match="no logged step"):
         plot_steps(steps, tmp_path / "curve.png")
+
+
+def test_reward_table_row() -> None:
+    from trainer.evaluate import markdown
+
+    means = {"n": 2, "overall": 0.5, "format": 1.0, "accuracy_llm": 0.75, "accuracy_embed": 0.0, "modality": None}
+    table = markdown(means, "after").splitlines()
+    assert table[0] == "| policy | n | overall | format | accuracy_llm | accuracy_embed | modality |"
+    assert table[2] == "| after | 2 | 0.500 | 1.000 | 0.750 | 0.000 | — |"
