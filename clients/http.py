@@ -17,6 +17,7 @@ from typing import Any
 import httpx
 
 PER_POOL = 4  # connections per pool
+KEEPALIVE_S = 2.0
 
 
 class PooledAsyncClient:
@@ -29,7 +30,9 @@ class PooledAsyncClient:
         given = kwargs.pop("event_hooks", None) or {}
         self.event_hooks: dict[str, list[Callable[[Any], Awaitable[None]]]] = {
             "request": list(given.get("request", [])), "response": list(given.get("response", []))}
-        limits = httpx.Limits(max_connections=per, max_keepalive_connections=per)
+        # Idle connections are dropped before the usual server keep-alive of 5 s (uvicorn's, vLLM's) would close
+        # them: a request sent on a connection the server is closing fails with a read error.
+        limits = httpx.Limits(max_connections=per, max_keepalive_connections=per, keepalive_expiry=KEEPALIVE_S)
         hooks = {"request": [self._on_request], "response": [self._on_response]}
         self._pools = [httpx.AsyncClient(limits=limits, event_hooks=hooks, **kwargs) for _ in range(pools)]
         self._busy = [0] * pools

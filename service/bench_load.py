@@ -24,7 +24,7 @@ from typing import Any
 import httpx
 
 from clients.client import AsyncMedixClient
-from service.backends.base import ask_verdict
+from service.backends.base import TransientBackendError, ask_verdict
 from service.metrics import PHASES, Metrics
 from service.protocol import RewardRequest
 from service.reward.prompt import CHOICES
@@ -88,7 +88,14 @@ async def engine_alone(judge: Any, calls: list[list[dict[str, str]]], *, concurr
 
     async def one(messages: list[dict[str, str]]) -> None:
         async with slots:
-            await ask_verdict(judge, messages, choices=CHOICES, max_tokens=max_tokens, top_logprobs=top_logprobs)
+            for attempt in range(3):  # a dropped connection is retried, as the service's judge policy does
+                try:
+                    await ask_verdict(judge, messages, choices=CHOICES, max_tokens=max_tokens,
+                                      top_logprobs=top_logprobs)
+                    return
+                except TransientBackendError:
+                    if attempt == 2:
+                        raise
 
     start = time.perf_counter()
     if pilot and calls:
