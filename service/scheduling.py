@@ -7,6 +7,11 @@ One judge call is one unit of work, so two tenants of equal weight get equal sha
 their batch sizes; a 64-item batch behind four 512-item batches of another tenant waits for its share,
 not for all of them.
 
+A tenant that holds fewer slots than its weighted share of the capacity (among the tenants with calls held or
+waiting) does not wait for another tenant's calls to finish: it takes a slot at once, past the capacity if need
+be, and the slots so lent are paid back before any waiting call gets one. In flight stays under twice the
+capacity, and a lab's batch starts at once beside another lab's burst instead of waiting for a slot per call.
+
 The same order continues inside the judge engine: each call carries a priority, its tenant's calls already in
 the engine at dispatch divided by the tenant's weight (0 for a tenant with nothing there), which a vLLM engine
 with priority scheduling uses to order its waiting queue. A call of a tenant that just arrived thus overtakes
@@ -16,6 +21,7 @@ the waiting calls of a tenant that already fills the engine, instead of queueing
 from __future__ import annotations
 
 import asyncio
+import math
 import time
 from collections import deque
 from collections.abc import AsyncIterator, Callable, Mapping
@@ -34,7 +40,7 @@ class FairSlots:
         if capacity < 1:
             raise ValueError("capacity must be at least 1")
         self.capacity = capacity
-        self._free = capacity
+        self._in_use = 0
         self._weights = dict(weights or {})
         self._queues: dict[str, deque[asyncio.Future[None]]] = {}
         self._pass: dict[str, float] = {}
@@ -52,7 +58,18 @@ class FairSlots:
 
     @property
     def in_use(self) -> int:
-        return self.capacity - self._free
+        return self._in_use
+
+    def _below_share(self, tenant: str) -> bool:
+        """Whether `tenant` holds fewer slots than its weighted share of the capacity among the tenants with
+        calls held or waiting (itself included); a tenant with calls already queued waits behind them."""
+        if self.waiting(tenant):
+            return False
+        active = {t for t, n in self._holding.items() if n} | {t for t, q in self._queues.items() if q} | {tenant}
+        if len(active) < 2:
+            return False
+        share = math.floor(self.capacity * self.weight(tenant) / sum(self.weight(t) for t in active))
+        return self.holding(tenant) < share
 
     def holding(self, tenant: str) -> int:
         return self._holding.get(tenant, 0)
@@ -62,8 +79,8 @@ class FairSlots:
         """Hold one slot for `tenant` while the block runs; gives the call's priority (also set in
         CALL_PRIORITY for the block)."""
         start = time.perf_counter()
-        if self._free > 0 and not self.waiting():
-            self._free -= 1
+        if (self._in_use < self.capacity and not self.waiting()) or self._below_share(tenant):
+            self._in_use += 1
         else:
             await self._wait(tenant)
         if self._on_wait is not None:
@@ -100,10 +117,10 @@ class FairSlots:
             raise
 
     def _release(self) -> None:
-        while True:
+        self._in_use -= 1
+        while self._in_use < self.capacity:  # slots lent past the capacity are paid back first
             tenant = min((t for t, q in self._queues.items() if q), key=lambda t: self._pass[t], default=None)
             if tenant is None:
-                self._free += 1
                 return
             future = self._queues[tenant].popleft()
             self._depth(tenant)
@@ -111,6 +128,7 @@ class FairSlots:
                 continue
             self._vtime = self._pass[tenant]
             self._pass[tenant] += 1.0 / self.weight(tenant)
+            self._in_use += 1
             future.set_result(None)
             return
 

@@ -88,7 +88,7 @@ class Evaluator:
         done: dict[str, Judged | ItemFailed] = dict(self._memo.hits(distinct, raw)) if cached else {}
         hits = set(done)
         fresh = await self._memo.compute({k: c for k, c in distinct.items() if k not in done},
-                                         lambda c: self._judge_case(c, request.rounds, tenant))
+                                         lambda c: self._judge_case(c, request.rounds, tenant), tenant)
         done.update(fresh)
         if cached:
             await self.cache.store_many(self._memo.encoded({k: v for k, v in fresh.items() if isinstance(v, Judged)}))

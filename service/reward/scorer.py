@@ -182,7 +182,7 @@ class RewardScorer:
 
         todo = {k: p for k, p in pairs.items() if k not in verdicts}
         new_verdicts, new_vectors = await gather_or_cancel(
-            timer.timed("judge", self._verdicts.compute(todo, lambda p: self._judge_or_reject(p, tenant))),
+            timer.timed("judge", self._verdicts.compute(todo, lambda p: self._judge_or_reject(p, tenant), tenant)),
             timer.timed("embed", self._embed_all({k: t for k, t in texts.items() if k not in vectors}, tenant)),
         )
         verdicts.update(new_verdicts)

@@ -151,3 +151,54 @@ async def test_a_failed_pilot_releases_the_burst_and_a_forgotten_prompt_is_pilot
     log.clear()
     await burst(PrefixWarmup(0), 3, log)
     assert "start pilot" not in log  # 0 switches it off
+
+
+async def test_a_tenant_under_its_share_starts_at_once_and_the_lent_slots_are_paid_back_first():
+    slots = FairSlots(4)
+    gates: dict[str, asyncio.Event] = {}
+    started: list[str] = []
+
+    async def call(name: str, tenant: str) -> None:
+        gates[name] = asyncio.Event()
+        async with slots.slot(tenant):
+            started.append(name)
+            await gates[name].wait()
+
+    tasks = [asyncio.create_task(call(f"a{i}", "a")) for i in range(6)]
+    await asyncio.sleep(0.01)
+    assert started == ["a0", "a1", "a2", "a3"] and slots.waiting("a") == 2
+    tasks += [asyncio.create_task(call(f"b{i}", "b")) for i in range(3)]
+    await asyncio.sleep(0.01)
+    # b's share of 4 beside a is 2: two of its calls start at once, past the capacity; the third waits.
+    assert started[4:] == ["b0", "b1"] and slots.in_use == 6 and slots.waiting("b") == 1
+    gates["a0"].set()
+    await asyncio.sleep(0.01)
+    assert len(started) == 6 and slots.in_use == 5  # a lent slot paid back: nobody starts
+    for name in ("a1", "a2", "a3"):  # back under the capacity: freed slots go by stride order again
+        gates[name].set()
+    await asyncio.sleep(0.01)
+    assert started[6:] == ["a4", "b2"] and slots.in_use == 4
+    for g in list(gates.values()):
+        g.set()
+    while any(not t.done() for t in tasks):
+        for g in list(gates.values()):
+            g.set()
+        await asyncio.sleep(0.01)
+    assert slots.in_use == 0
+
+
+async def test_no_slot_is_lent_when_a_share_rounds_to_nothing():
+    slots = FairSlots(1, weights={"a": 3.0})
+    hold = asyncio.Event()
+
+    async def call(tenant: str) -> None:
+        async with slots.slot(tenant):
+            await hold.wait()
+
+    a = asyncio.create_task(call("a"))
+    await asyncio.sleep(0)
+    b = asyncio.create_task(call("b"))
+    await asyncio.sleep(0.01)
+    assert slots.in_use == 1 and slots.waiting("b") == 1
+    hold.set()
+    await asyncio.gather(a, b)

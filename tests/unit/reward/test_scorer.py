@@ -152,3 +152,23 @@ async def test_a_batch_of_long_texts_leaves_the_event_loop_free():
     hb.cancel()
     gaps = [b - a for a, b in itertools.pairwise(beats)]
     assert max(gaps) < 0.25, f"the event loop stalled {max(gaps):.3f} s"
+
+
+async def test_a_pair_in_flight_is_shared_within_a_tenant_but_not_across_tenants():
+    import asyncio
+
+    class SlowJudge(FakeJudge):
+        async def complete(self, messages, **kw):
+            await asyncio.sleep(0.05)
+            return await super().complete(messages, **kw)
+
+    judge = SlowJudge()
+    scorer = make_scorer(judge=judge)
+    batch = req(item("lung infection"))
+    # Two requests of one tenant at once: one judge call. Another tenant's identical request, at the same time,
+    # makes its own call rather than wait in the first tenant's queue of judge slots.
+    await asyncio.gather(scorer.score(batch, tenant="a"), scorer.score(batch, tenant="a"))
+    assert len(judge.calls) == 1
+    scorer.cache.store.clear()
+    await asyncio.gather(scorer.score(batch, tenant="a"), scorer.score(batch, tenant="b"))
+    assert len(judge.calls) == 3
