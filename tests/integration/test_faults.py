@@ -112,15 +112,16 @@ def test_judge_restarted_recovers_by_itself(fault_stack, slake):
 
 def test_slow_judge_times_out_and_opens_the_breaker(fault_stack, slake):
     svc, url = start_service(fault_stack["logs"], {**ENV, "MEDIX_JUDGE_URL": fault_stack["judge_url"],
-                                                   # The first verdict into a cold engine goes alone (the
-                                                   # prefix warm-up): its two attempts are the failures.
-                                                   "MEDIX_JUDGE_TIMEOUT_S": "0.005", "MEDIX_BREAKER_FAILURES": "2",
+                                                   # Every call at once (no first call alone into a cold
+                                                   # engine): the batch's calls are the breaker's failures.
+                                                   "MEDIX_VERDICT_PREFIX_WARM_S": "0",
+                                                   "MEDIX_JUDGE_TIMEOUT_S": "0.005", "MEDIX_BREAKER_FAILURES": "3",
                                                    "MEDIX_BREAKER_OPEN_S": "30"})
     try:
         items = grpo_batch(slake, questions=4, samples=2, seed=22, mix={"paraphrase": 1.0})
         first = httpx.post(f"{url}/reward", json={"items": items}, timeout=60)
         assert first.status_code == 503 and first.json()["error"]["param"] == "judge"
-        assert metric(url, "medix_backend_requests_total", {"backend": "judge", "result": "timeout"}) >= 2
+        assert metric(url, "medix_backend_requests_total", {"backend": "judge", "result": "timeout"}) >= 3
         assert metric(url, "medix_backend_circuit_state", {"backend": "judge"}) == 1.0
         started = time.monotonic()
         fast = httpx.post(f"{url}/reward", json={"items": items}, timeout=60)
