@@ -413,19 +413,15 @@ def baseline_section(items: list[dict[str, Any]], base: Outcome, cold: Outcome, 
                      held: Outcome) -> dict[str, Any]:
     n = len(items)
     base_ips = n / base.seconds[0]
-    cold_ips = n / statistics.median(cold.seconds)
-    warm_ips = n / statistics.median(warm.seconds)
-    held_ips = n / statistics.median(held.seconds)
-    return {
-        "held": {"items_per_s": held_ips, "ratio": held_ips / base_ips, "p50_s": _pct(held.seconds, 50),
-                 "p99_s": _pct(held.seconds, 99), "overhead_s_p50": _pct(held.overhead_s, 50)},
-        "baseline": {"items_per_s": base_ips, "seconds": base.seconds[0]},
-        "cold": {"items_per_s": cold_ips, "ratio": cold_ips / base_ips, "p50_s": _pct(cold.seconds, 50),
-                 "p99_s": _pct(cold.seconds, 99), "overhead_s_p50": _pct(cold.overhead_s, 50)},
-        "warm": {"items_per_s": warm_ips, "ratio": warm_ips / base_ips, "p50_s": _pct(warm.seconds, 50),
-                 "p99_s": _pct(warm.seconds, 99), "overhead_s_p50": _pct(warm.overhead_s, 50)},
-        "agreement": compare(base.results, cold.results),
-    }
+
+    def row(run: Outcome) -> dict[str, float]:
+        ips = n / statistics.median(run.seconds)
+        return {"items_per_s": ips, "ratio": ips / base_ips, "p50_s": _pct(run.seconds, 50),
+                "p99_s": _pct(run.seconds, 99), "overhead_s_p50": _pct(run.overhead_s, 50)}
+
+    return {"baseline": {"items_per_s": base_ips, "seconds": base.seconds[0]},
+            "cold": row(cold), "held": row(held), "warm": row(warm),
+            "agreement": compare(base.results, cold.results)}
 
 
 async def limit_section(app: Any, settings: Settings, items: list[dict[str, Any]], fresh: Any, url: str, key: str,
