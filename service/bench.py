@@ -24,6 +24,7 @@ import numpy as np
 from clients.datasets import DEFAULT_MIX, grpo_batch, read_jsonl
 from service import cpu
 from service.backends.base import Completion
+from service.backends.http import auth_headers
 from service.metrics import Metrics
 from service.protocol import RewardRequest
 from service.reward import rules
@@ -152,7 +153,7 @@ class ServiceThread:
 async def service_run(url: str, items: list[dict[str, Any]], repeats: int, clock: BusyClock,
                       clear_cache: Callable[[], Awaitable[None]] | None, key: str | None = None) -> Outcome:
     out = Outcome()
-    headers = {"Authorization": f"Bearer {key}"} if key else {}
+    headers = auth_headers(key)
     async with httpx.AsyncClient(base_url=url, timeout=600, headers=headers) as client:
         for _ in range(repeats):
             if clear_cache:

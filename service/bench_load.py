@@ -25,6 +25,7 @@ import httpx
 
 from clients.client import AsyncMedixClient
 from service.backends.base import TransientBackendError, ask_verdict
+from service.backends.http import auth_headers
 from service.metrics import PHASES, Metrics
 from service.protocol import RewardRequest
 from service.reward.prompt import CHOICES
@@ -107,7 +108,7 @@ async def engine_alone(judge: Any, calls: list[list[dict[str, str]]], *, concurr
 
 async def one_batch(url: str, items: list[dict[str, Any]], key: str | None = None) -> float:
     """Seconds for one /reward request of the whole batch."""
-    headers = {"Authorization": f"Bearer {key}"} if key else {}
+    headers = auth_headers(key)
     async with httpx.AsyncClient(base_url=url, timeout=1200, headers=headers) as client:
         start = time.perf_counter()
         resp = await client.post("/reward", json={"items": items})
