@@ -96,24 +96,13 @@ def p_yes(first_token_logprobs: dict[str, float] | None, verdict: str) -> float:
 
 
 def read_verdict(text: str) -> str | None:
-    """YES or NO from the judge's reply; None when it says neither (the caller retries, then fails).
+    """YES or NO from the judge's reply; None for an empty reply (the caller retries, then fails).
 
     Constrained decoding gives a bare YES or NO. A server that ignores structured outputs may reply with a
-    sentence; we then read it as the published method does: YES when the upper-cased reply contains `YES`
-    anywhere (so `Yes, but...` and even `yesterday` read YES). The published method reads every other reply
-    as NO; we read NO only when `NO` stands as a word, and anything else (empty, `maybe`, `NOT SURE`) is an
-    error rather than a silent NO, because a backend failure must never turn into a 0.
+    sentence; it is read as the published method reads every reply: YES when the upper-cased reply contains
+    `YES` anywhere (so `Yes, but...` and even `yesterday` read YES), NO otherwise (`maybe`, `NOT SURE`). An empty
+    reply is no verdict at all: a backend failure, never a silent NO.
     """
-    t = text.upper()
-    if "YES" in t:
-        return "YES"
-
-    def is_word_char(i: int) -> bool:
-        return 0 <= i < len(t) and (t[i].isalnum() or t[i] == "_")
-
-    i = t.find("NO")
-    while i >= 0:  # `NO` as a word: no letter, digit or underscore on either side (`NOT`, `KNOW` are not NO)
-        if not is_word_char(i - 1) and not is_word_char(i + 2):
-            return "NO"
-        i = t.find("NO", i + 1)
-    return None
+    if not text.strip():
+        return None
+    return "YES" if "YES" in text.upper() else "NO"

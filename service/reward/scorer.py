@@ -223,8 +223,10 @@ class RewardScorer:
                                     top_logprobs=self._top_logprobs)
             verdict = read_verdict(out.text)
             if verdict is None:
-                raise TransientBackendError(f"judge answered {out.text[:50]!r}, not YES or NO")
-            return Verdict(verdict, p_yes(out.first_token_logprobs, verdict))
+                raise TransientBackendError("judge replied with an empty text, not YES or NO")
+            # A sentence's first token is not the verdict's: its alternatives say nothing about YES against NO.
+            bare = out.text.strip().upper() in CHOICES
+            return Verdict(verdict, p_yes(out.first_token_logprobs if bare else None, verdict))
 
         return await call_backend("judge", attempt, self._judge_policy, self.metrics, self._retry_after,
                                   self._judge_breaker)

@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import logging
 import math
+from typing import ClassVar
 
 import httpx
 import pytest
@@ -288,3 +289,38 @@ async def test_a_server_that_refuses_priorities_gets_the_call_without_and_no_mor
     refused = [c for c in server.chats if c.get("priority")]
     assert len(refused) == 1  # refused once, then the field is left out
     assert judge.describe()["tenant_priority"] == "refused by the server"
+
+
+# -- a server that ignores structured outputs: the reply read by the published rule, through /reward ------------
+class SentenceServer:
+    """An OpenAI-compatible server without /tokenize that ignores `structured_outputs` and answers in prose,
+    the reply chosen by the answer named in the prompt."""
+
+    REPLIES: ClassVar[dict[str, str]] = {
+        "spleen": "Yes, the spleen is what the reference names.", "kidney": "Maybe; it is hard to say.",
+        "liver": "No. The reference is another organ.", "heart": ""}
+
+    def __call__(self, request: httpx.Request) -> httpx.Response:
+        if request.url.path == "/v1/models":
+            return httpx.Response(200, json={"data": [{"id": "judge"}]})
+        if request.url.path != "/v1/chat/completions":
+            return httpx.Response(404, json={"detail": "Not Found"})
+        prompt = json.loads(request.content)["messages"][-1]["content"]
+        text = next(reply for answer, reply in self.REPLIES.items() if answer in prompt)
+        return FakeVLLM.reply(text, [("Yes", -0.1, [("Yes", -0.1), ("No", -2.4)])] if text else [])
+
+
+async def test_prose_replies_are_read_as_the_published_method_reads_them(app_client):
+    items = [{"id": a, "response": f"<thinking>t</thinking><answer>{a}</answer>", "ground_truth": "lower pole"}
+             for a in ("spleen", "kidney", "liver")]
+    async with app_client(judge=judge_on(SentenceServer()), profile="medix-r1-soft") as c:
+        r = await c.post("/reward", json={"items": items})
+        assert r.status_code == 200, r.text
+        got = {x["id"]: (x["details"]["judge_verdict"], x["accuracy_llm"]) for x in r.json()["results"]}
+        # YES anywhere reads YES, anything else NO; a prose reply's first token says nothing of p(YES).
+        assert got == {"spleen": ("YES", 1.0), "kidney": ("NO", 0.0), "liver": ("NO", 0.0)}
+
+        # An empty reply is no verdict: the caller sees the failure, never a silent NO.
+        item = {"id": "h", "response": "<thinking>t</thinking><answer>heart</answer>", "ground_truth": "lower pole"}
+        r = await c.post("/reward", json={"items": [item]})
+        assert r.status_code == 503 and r.json()["error"]["type"] == "backend_unavailable", r.text

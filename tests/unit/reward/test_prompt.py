@@ -23,11 +23,11 @@ def test_p_yes_ignores_masked_tokens_and_falls_back_to_verdict():
         # A judge that ignores structured outputs: YES anywhere (upper-cased) reads YES, as the published method.
         ("Yes, the candidate is correct.", "YES"), ("The answer is YES", "YES"), ("No... well, yes", "YES"),
         ("yesterday", "YES"),  # the published substring rule, kept as is
-        # NO only as a word.
-        ("No, it names another organ.", "NO"), ("Answer: NO.", "NO"), ("(no)", "NO"),
-        # Neither: an error for the caller to retry, never a silent NO (a backend failure must not become a 0).
-        ("maybe", None), ("", None), ("   ", None), ("NOT SURE", None), ("I don't know", None), ("NONE", None),
-        ("NO_ANSWER", None), ("NO2", None),
+        # Any other non-empty reply reads NO, as the published method reads it.
+        ("No, it names another organ.", "NO"), ("Answer: NO.", "NO"), ("maybe", "NO"), ("NOT SURE", "NO"),
+        ("I don't know", "NO"), ("NONE", "NO"),
+        # No reply at all: an error for the caller to retry, never a silent NO.
+        ("", None), ("   ", None), ("\n\t", None),
     ],
 )
 def test_read_verdict(reply, verdict):

@@ -15,9 +15,11 @@ import pytest
 from hypothesis import HealthCheck, assume, example, given, settings
 from hypothesis import strategies as st
 
+from service.judge.rubric import strip_reasoning
 from service.protocol import RewardItem
 from service.reward import rules
 from service.reward.profiles import PROFILES
+from service.reward.prompt import read_verdict
 from service.reward.rules import Modality
 from service.reward.scorer import prepare
 
@@ -135,6 +137,8 @@ def responses(draw: st.DrawFn, ground_truth: str) -> str:
         inside = (draw(st.sampled_from(["", ".", ". ", " .", "..."])) + (text() if core is None else core)
                   + draw(st.sampled_from(["", ".", " ."])))
         block = tag("answer") + inside
+        if draw(st.integers(0, 6)) == 0:  # an answer block nested in this one
+            block += tag("answer") + (text() if core is None else core) + tag("answer", True)
         if draw(st.integers(0, 6)):
             block += tag("answer", True)
         out.append(block + draw(SPACES))
@@ -198,6 +202,44 @@ def test_format_answer_and_modality_on_raw_tag_soup(response: str, gt: str) -> N
 def test_normalise_is_the_published_substitution(response: str) -> None:
     assert rules.normalise(response) == re.sub(r"\s*([<>/])\s*", r"\1", response)
     RAN["normalise"] += 1
+
+
+# -- the judge's side: the evaluation's reasoning cut and the reward's reading of a prose reply ----------------
+def plain_strip_reasoning(prediction: str) -> str:
+    """As worded: if `</think>` occurs, what follows its last occurrence; else the same with `</thinking>`;
+    case-sensitive; then trimmed."""
+    if "</think>" in prediction:
+        prediction = prediction.split("</think>")[-1]
+    elif "</thinking>" in prediction:
+        prediction = prediction.split("</thinking>")[-1]
+    return prediction.strip()
+
+
+REASONING = st.lists(st.one_of(st.sampled_from(["</think>", "</thinking>", "<think>", "<thinking>", "</THINK>",
+                                                "</Thinking>", "</think >", "</thin", "k>", " ", "\n", "Yes", "B"]),
+                               st.characters(exclude_categories=("Cs",))), max_size=10).map("".join)
+
+
+@runs(400)
+@given(prediction=REASONING)
+def test_reasoning_cut_is_the_published_one(prediction: str) -> None:
+    assert strip_reasoning(prediction) == plain_strip_reasoning(prediction)
+    RAN["reasoning cut"] += 1
+
+
+REPLIES = st.lists(st.one_of(st.sampled_from(["YES", "Yes", "yes", "yeS", "NO", "No", "no", "not", "maybe", " ", "\n",
+                                              ".", ",", "ye", "s", "\u017f", "The answer is "]),
+                             st.characters(exclude_categories=("Cs",))), max_size=6).map("".join)
+
+
+@runs(400)
+@given(reply=REPLIES)
+def test_prose_reply_is_read_as_published(reply: str) -> None:
+    """The published reading (YES when the upper-cased reply contains YES, else NO); an empty reply is no
+    verdict (a failure the caller sees, never a silent NO)."""
+    expected = None if not reply.strip() else ("YES" if "YES" in reply.upper() else "NO")
+    assert read_verdict(reply) == expected
+    RAN["judge reply"] += 1
 
 
 def test_zz_generated_case_count(capsys: pytest.CaptureFixture[str]) -> None:
