@@ -14,7 +14,7 @@ from __future__ import annotations
 
 from clients.adapters.openrlhf import ResponseNotFound, response_of
 from clients.contract import COMPONENTS
-from service.errors import InputRejected, InvalidRequest
+from service.exceptions import InputRejected, InvalidRequest
 from service.protocol import OpenRLHFRequest, OpenRLHFResponse, RewardRequest, RewardResponse
 
 __all__ = ["from_reward_response", "response_of", "to_reward_request"]
