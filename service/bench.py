@@ -29,7 +29,7 @@ from service.metrics import Metrics
 from service.protocol import RewardRequest
 from service.reward import rules
 from service.reward.profiles import PROFILES
-from service.reward.prompt import CHOICES, DEFAULT_PROMPT, JudgePrompt, p_yes, read_verdict
+from service.reward.prompt import CHOICES, DEFAULT_PROMPT, VerdictPrompt, p_yes, read_verdict
 from service.reward.scorer import prepare
 from service.settings import Settings
 
@@ -193,9 +193,9 @@ def compare(base: list[dict[str, Any]], svc: list[dict[str, Any]]) -> dict[str, 
 
 # -- the engine check: how fast the judge engine gives verdicts, one at a time and 16 at once --------------------
 # Prompts of three lengths for the price of a prompt token; the short one is two lines.
-SHORT_PROMPT = JudgePrompt(version="bench-short", system="Reply YES or NO.",
+SHORT_PROMPT = VerdictPrompt(version="bench-short", system="Reply YES or NO.",
                            user="Reference: {reference}\nCandidate: {answer}\nSame answer? YES or NO.")
-LONG_PROMPT = JudgePrompt(version="bench-long", system="\n\n".join([DEFAULT_PROMPT.system] * 3),
+LONG_PROMPT = VerdictPrompt(version="bench-long", system="\n\n".join([DEFAULT_PROMPT.system] * 3),
                           user=DEFAULT_PROMPT.user)
 PATHS = {"constrained": "constrained (max_tokens 4)", "single-step": "single step (max_tokens 1)"}
 
@@ -207,7 +207,7 @@ def judged_pairs(items: list[dict[str, Any]]) -> list[tuple[str, str]]:
     return list(dict.fromkeys((p.answer, p.reference) for p in prepared if p.decided_by == "backends"))
 
 
-async def prompt_tokens(judge_url: str, model: str, prompt: JudgePrompt, pair: tuple[str, str]) -> int | None:
+async def prompt_tokens(judge_url: str, model: str, prompt: VerdictPrompt, pair: tuple[str, str]) -> int | None:
     root = judge_url.rstrip("/").removesuffix("/v1")
     body = {"model": model, "messages": prompt.messages(pair[0], pair[1], None, 4000), "add_generation_prompt": True}
     try:
@@ -229,19 +229,19 @@ async def engine_check(judge: Any, pairs: list[tuple[str, str]], *, judge_url: s
     on vLLM's CPU backend), as in the service, unless each call has its own tag (`shared=False`)."""
     tags = itertools.count()
 
-    async def call(path: str, prompt: JudgePrompt, pair: tuple[str, str]) -> Completion:
+    async def call(path: str, prompt: VerdictPrompt, pair: tuple[str, str]) -> Completion:
         messages = prompt.messages(pair[0], pair[1], None, 4000)
         if path == "constrained":
             return await judge.complete(messages, max_tokens=4, choice=CHOICES, top_logprobs=top_logprobs)
         return await judge.verdict(messages, choices=CHOICES, max_tokens=4, top_logprobs=top_logprobs)
 
-    async def run(path: str, prompt: JudgePrompt, todo: list[tuple[str, str]], at_once: int,
+    async def run(path: str, prompt: VerdictPrompt, todo: list[tuple[str, str]], at_once: int,
                   shared: bool = True) -> float:
         tag = next(tags)
 
-        def tagged(i: int) -> JudgePrompt:
+        def tagged(i: int) -> VerdictPrompt:
             label = f"[bench run {tag}]" if shared else f"[bench run {tag}.{i}]"
-            return JudgePrompt(version=prompt.version, system=f"{label} {prompt.system}", user=prompt.user)
+            return VerdictPrompt(version=prompt.version, system=f"{label} {prompt.system}", user=prompt.user)
 
         await call(path, tagged(-1), ("warm-up", "warm-up"))
         slots = asyncio.Semaphore(at_once)

@@ -53,7 +53,7 @@ class Judged:
 class Evaluator:
     def __init__(self, *, judge: JudgeBackend, cache: Cache, metrics: Metrics, policy: RetryPolicy,
                  judge_slots: FairSlots, retry_after_s: int, task_rubrics: dict[str, Rubric],
-                 max_tokens: int = 24, parse_retries: int = 1, max_chars: int = 8000,
+                 max_tokens: int, parse_retries: int, max_chars: int,
                  breaker: CircuitBreaker | None = None) -> None:
         self.judge = judge
         self.cache = cache

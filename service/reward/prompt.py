@@ -1,4 +1,5 @@
-"""The reward judge's YES/NO prompt (our wording), replaceable from a file, and reading its verdict."""
+"""The verdict prompt: the YES/NO question /reward asks the judge backend (our wording), replaceable from a
+file, and reading the verdict it answers."""
 
 from __future__ import annotations
 
@@ -12,7 +13,7 @@ from pydantic import BaseModel, field_validator, model_validator
 CHOICES = ["YES", "NO"]
 
 
-class JudgePrompt(BaseModel, frozen=True):
+class VerdictPrompt(BaseModel, frozen=True):
     version: str
     system: str
     user: str
@@ -26,7 +27,7 @@ class JudgePrompt(BaseModel, frozen=True):
         return v
 
     @model_validator(mode="after")
-    def _renders(self) -> JudgePrompt:
+    def _renders(self) -> VerdictPrompt:
         # Checked when the prompt is loaded, so that a bad template stops start-up instead of failing requests.
         for part in ("system", "user"):
             try:
@@ -54,7 +55,7 @@ class JudgePrompt(BaseModel, frozen=True):
         ]
 
 
-DEFAULT_PROMPT = JudgePrompt(
+DEFAULT_PROMPT = VerdictPrompt(
     version="medix-yesno-v1",
     system=(
         "You check answers to medical questions against a reference answer. Treat the candidate as correct "
@@ -67,10 +68,10 @@ DEFAULT_PROMPT = JudgePrompt(
 )
 
 
-def load_prompt(path: Path | None) -> JudgePrompt:
+def load_prompt(path: Path | None) -> VerdictPrompt:
     if path is None:
         return DEFAULT_PROMPT
-    return JudgePrompt.model_validate(json.loads(path.read_text()))
+    return VerdictPrompt.model_validate(json.loads(path.read_text()))
 
 
 def p_yes(first_token_logprobs: dict[str, float] | None, verdict: str) -> float:

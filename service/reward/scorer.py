@@ -37,7 +37,7 @@ from service.protocol import (
 )
 from service.reward import rules
 from service.reward.profiles import PROFILES, Profile
-from service.reward.prompt import CHOICES, JudgePrompt, p_yes, read_verdict
+from service.reward.prompt import CHOICES, VerdictPrompt, p_yes, read_verdict
 from service.scheduling import ANONYMOUS, FairSlots, PrefixWarmup
 
 
@@ -104,9 +104,9 @@ OFF_LOOP_CHARS = 200_000
 
 class RewardScorer:
     def __init__(self, *, judge: JudgeBackend, embedder: Embedder, cache: Cache, metrics: Metrics,
-                 prompt: JudgePrompt, judge_policy: RetryPolicy, embed_policy: RetryPolicy,
-                 judge_concurrency: int, judge_max_tokens: int, judge_top_logprobs: int,
-                 retry_after_s: int, max_answer_chars: int = 4000,
+                 prompt: VerdictPrompt, judge_policy: RetryPolicy, embed_policy: RetryPolicy,
+                 judge_concurrency: int, verdict_max_tokens: int, verdict_top_logprobs: int,
+                 retry_after_s: int, max_answer_chars: int,
                  profiles: dict[str, Profile] | None = None, default_profile: str = "medix-r1",
                  judge_slots: FairSlots | None = None, judge_breaker: CircuitBreaker | None = None,
                  embed_breaker: CircuitBreaker | None = None, warmup: PrefixWarmup | None = None) -> None:
@@ -122,8 +122,8 @@ class RewardScorer:
         self._warmup = warmup or PrefixWarmup(0)
         self._verdicts: Memo[Verdict | Rejected] = Memo(Verdict.encode, Verdict.decode)
         self._judge_breaker, self._embed_breaker = judge_breaker, embed_breaker
-        self._max_tokens = judge_max_tokens
-        self._top_logprobs = judge_top_logprobs
+        self._max_tokens = verdict_max_tokens
+        self._top_logprobs = verdict_top_logprobs
         self._retry_after = retry_after_s
         self._max_chars = max_answer_chars
         self.profiles = profiles or PROFILES

@@ -13,7 +13,7 @@ from service.backends.base import SINGLE_STEP
 from service.backends.judge_openai import OpenAIJudge
 from service.protocol import RewardRequest
 from service.reward.profiles import PROFILES
-from service.reward.prompt import CHOICES, DEFAULT_PROMPT, JudgePrompt, p_yes, read_verdict
+from service.reward.prompt import CHOICES, DEFAULT_PROMPT, VerdictPrompt, p_yes, read_verdict
 from service.reward.scorer import prepare
 
 pytestmark = pytest.mark.integration
@@ -21,7 +21,7 @@ pytestmark = pytest.mark.integration
 PAIRS = 200
 # The small local judge says YES to nearly every pair under the default prompt; this two-line prompt splits its
 # verdicts (about a quarter NO, many near p = 0.5), where a difference between the paths would show first.
-SPLIT_PROMPT = JudgePrompt(version="test-split", system="Reply NO or YES.",
+SPLIT_PROMPT = VerdictPrompt(version="test-split", system="Reply NO or YES.",
                            user="A: {reference}\nB: {answer}\nIs B different from A?")
 # (prompt, how many of the pairs): the default prompt costs 3x the engine time per verdict, so on fewer pairs
 # (the whole test stays near two minutes on a 2-core machine).
@@ -44,7 +44,7 @@ async def both_paths(url: str, pairs: list[tuple[str, str]]) -> tuple[list, list
     await judge.start()
     slots = asyncio.Semaphore(32)
 
-    async def one(prompt: JudgePrompt, pair: tuple[str, str], single: bool):
+    async def one(prompt: VerdictPrompt, pair: tuple[str, str], single: bool):
         messages = prompt.messages(pair[0], pair[1], None, 4000)
         async with slots:
             if single:

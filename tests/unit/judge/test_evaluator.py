@@ -8,14 +8,16 @@ from service.judge.evaluator import Evaluator
 from service.metrics import Metrics
 from service.protocol import JudgeRequest
 from service.scheduling import FairSlots
+from service.settings import Settings
 from tests.unit.fakes import FakeJudge
 
 
 def make(judge=None, rubrics=None):
-    m = Metrics()
+    m, s = Metrics(), Settings()
     return Evaluator(judge=judge or FakeJudge(), cache=Cache(MemoryStore(100), namespace="t", ttl_s=60, metrics=m),
                      metrics=m, policy=RetryPolicy(0, 0, 5), judge_slots=FairSlots(4), retry_after_s=2,
-                     task_rubrics=rubrics or {})
+                     task_rubrics=rubrics or {}, max_tokens=s.eval_max_tokens,
+                     parse_retries=s.eval_parse_retries, max_chars=s.eval_max_chars)
 
 
 def req(*items, rounds=3, explain=False):

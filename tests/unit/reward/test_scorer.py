@@ -10,6 +10,7 @@ from service.protocol import RewardRequest
 from service.reward import rules
 from service.reward.prompt import DEFAULT_PROMPT
 from service.reward.scorer import RewardScorer
+from service.settings import Settings
 from tests.unit.fakes import FakeEmbedder, FakeJudge
 
 FAST = RetryPolicy(retries=1, backoff_s=0.0, timeout_s=2.0)
@@ -21,7 +22,8 @@ def make_scorer(judge=None, embedder=None, store=None):
         judge=judge or FakeJudge(), embedder=embedder or FakeEmbedder(),
         cache=Cache(store or MemoryStore(1000), namespace="t", ttl_s=60, metrics=metrics),
         metrics=metrics, prompt=DEFAULT_PROMPT, judge_policy=FAST, embed_policy=FAST,
-        judge_concurrency=4, judge_max_tokens=4, judge_top_logprobs=5, retry_after_s=3,
+        judge_concurrency=4, verdict_max_tokens=4, verdict_top_logprobs=5, retry_after_s=3,
+        max_answer_chars=Settings().verdict_max_answer_chars,
     )
 
 
