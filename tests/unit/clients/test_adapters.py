@@ -17,12 +17,9 @@ from clients.adapters.common import ItemFailed, checked, score_dict
 from clients.adapters.trl import MedixReward, MedixRewardSync
 from clients.client import AsyncMedixClient, MedixClient, MedixError, MedixUnavailable
 from clients.contract import SCORE_KEYS
-from service.app import build_app
-from service.bench import ServiceThread
 from service.exceptions import InputRejected
-from service.settings import Settings
 from tests.integration.stack import free_port
-from tests.unit.fakes import FakeEmbedder, FakeJudge
+from tests.unit.fakes import FakeJudge
 
 GOOD = "<X_RAY><thinking>look</thinking><answer>pneumonia</answer>"
 REFUSED = "<X_RAY><thinking>t</thinking><answer>LONG answer</answer>"  # the judge refuses it (see RefusingJudge)
@@ -39,19 +36,15 @@ class RefusingJudge(FakeJudge):
 
 
 @pytest.fixture(scope="module")
-def url():
-    settings = Settings(engine_cpus="", judge_retries=0, max_items_per_request=5, retry_after_s=1)
-    app = build_app(settings, judge=RefusingJudge(), embedder=FakeEmbedder())
-    with ServiceThread(app, free_port(), timeout_s=30) as svc:
-        yield svc.url
+def url(fake_app, served):
+    with served(fake_app(RefusingJudge(), max_items_per_request=5, retry_after_s=1)) as url:
+        yield url
 
 
 @pytest.fixture(scope="module")
-def down_url():
-    settings = Settings(engine_cpus="", judge_retries=0, retry_after_s=1, breaker_open_s=1)
-    app = build_app(settings, judge=FakeJudge(fail=True), embedder=FakeEmbedder())
-    with ServiceThread(app, free_port(), ready_path="/healthz", timeout_s=30) as svc:
-        yield svc.url
+def down_url(fake_app, served):
+    with served(fake_app(FakeJudge(fail=True), retry_after_s=1, breaker_open_s=1), ready_path="/healthz") as url:
+        yield url
 
 
 @pytest.fixture
@@ -285,10 +278,9 @@ class GatheringJudge(FakeJudge):
         return await super().complete(messages, **kw)
 
 
-def test_async_client_sends_hundreds_of_requests_at_once_and_reports_each_reply(down_url):
+def test_async_client_sends_hundreds_of_requests_at_once_and_reports_each_reply(down_url, fake_app, served):
     # 120 one-item requests must be in the service together: more than httpx's default pool of 100 lets out.
-    settings = Settings(engine_cpus="", judge_retries=0, verdict_prefix_warm_s=0)  # no call held back
-    app = build_app(settings, judge=GatheringJudge(at_once=120), embedder=FakeEmbedder())
+    app = fake_app(GatheringJudge(at_once=120), verdict_prefix_warm_s=0)  # no call held back
     items = [{"response": f"<X_RAY><thinking>t</thinking><answer>pneumonia {i}</answer>",
               "ground_truth": "<X_RAY>Pneumonia"} for i in range(120)]
     statuses: list[int] = []
@@ -300,8 +292,8 @@ def test_async_client_sends_hundreds_of_requests_at_once_and_reports_each_reply(
         async with AsyncMedixClient(base, on_response=seen, **kw) as c:
             return await asyncio.gather(*(c.reward([item]) for item in todo), return_exceptions=True)
 
-    with ServiceThread(app, free_port(), timeout_s=30) as svc:
-        scored = asyncio.run(go(svc.url, items))
+    with served(app) as base:
+        scored = asyncio.run(go(base, items))
     assert all(not isinstance(r, BaseException) and r[0].overall is not None for r in scored), scored[:3]
     assert statuses == [200] * 120
     statuses.clear()
