@@ -9,7 +9,7 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
-from clients.contract import ground_truth as wire_ground_truth
+from clients.contract import ground_truth
 
 DATA_DIR = Path(__file__).resolve().parent / "data"
 SLAKE = DATA_DIR / "slake_en_test.jsonl"
@@ -35,8 +35,9 @@ def modality_tag(row: dict[str, Any]) -> str | None:
     return SLAKE_MODALITY.get(raw, raw) if raw else None
 
 
-def ground_truth(row: dict[str, Any]) -> str | dict[str, Any]:
-    return wire_ground_truth(row["answer"], modality_tag(row))
+def row_ground_truth(row: dict[str, Any]) -> str | dict[str, Any]:
+    """A bundled set's row (`answer`, optional `modality`) as a /reward `ground_truth`."""
+    return ground_truth(row["answer"], modality_tag(row))
 
 
 def _paraphrase(answer: str, rng: random.Random) -> str:
@@ -85,6 +86,6 @@ def grpo_batch(rows: list[dict[str, Any]], questions: int, samples: int, seed: i
             items.append({
                 "id": f"{row.get('id', q)}-{s}", "kind": kind, "question": row.get("question"),
                 "response": _response(tag, ans, rng, malformed=kind == "malformed"),
-                "ground_truth": ground_truth(row),
+                "ground_truth": row_ground_truth(row),
             })
     return items

@@ -26,8 +26,8 @@ from pathlib import Path
 from typing import Any
 
 from clients.client import MedixClient
-from clients.contract import SCORE_KEYS, ground_truth
-from clients.datasets import modality_tag, read_jsonl
+from clients.contract import SCORE_KEYS
+from clients.datasets import read_jsonl, row_ground_truth
 
 
 def score_predictions(predictions: Path, holdout: Path, url: str | None = None, api_key: str | None = None,
@@ -39,7 +39,7 @@ def score_predictions(predictions: Path, holdout: Path, url: str | None = None, 
         if row is None:
             continue
         items.append({"id": str(p["id"]), "response": p.get("prediction") or "", "question": row.get("question"),
-                      "ground_truth": ground_truth(row["answer"], modality_tag(row))})
+                      "ground_truth": row_ground_truth(row)})
     with MedixClient(url, api_key, retries=30) as client:
         results = client.reward(items, profile)
     means: dict[str, Any] = {"n": len(results)}
