@@ -23,3 +23,15 @@ def ground_truth(answer: Any, modality: Any = None) -> str | dict[str, Any]:
     if modality:
         return f"<{str(modality).strip('<>')}>{answer}"
     return str(answer)
+
+
+def numeric_scores(result: Any, overall_key: str = "overall") -> dict[str, float]:
+    """A scored result (anything with the five score attributes) as the flat numeric dict trainers log: the same
+    keys for every result, `overall` under `overall_key`, and a null component (a null modality: no modality in
+    the label) as 0, since frameworks average every key and cannot hold a null. An unscored result (null
+    `overall`) is a ValueError: callers fail such items first, each the way its framework can bear it."""
+    if result.overall is None:
+        raise ValueError(f"result {getattr(result, 'id', '?')} has no score; fail unscored results first "
+                         "(the adapters' checked())")
+    return {overall_key: float(result.overall),
+            **{name: float(v) if (v := getattr(result, name)) is not None else 0.0 for name in COMPONENTS}}

@@ -1,8 +1,9 @@
-"""What every adapter shares: a framework's sample as a /reward item, pooled clients, and a result as a score dict.
+"""What every adapter shares: a framework's sample as a /reward item, pooled clients, and `checked` results.
 
 A result the service could not score (an outage, or an item it refused) never becomes a number here: the pooled
 clients raise `MedixUnavailable` after their retries, and `checked` raises `ItemFailed` for a refused item. Each
-adapter then surfaces that the way its framework can bear it.
+adapter then surfaces that the way its framework can bear it, and turns the scored results into its numbers
+with `clients.contract.numeric_scores`.
 """
 
 from __future__ import annotations
@@ -106,11 +107,3 @@ def checked(results: Sequence[RewardScore], names: Sequence[str] | None = None) 
                              f"{name} was not scored: {err.get('message', 'no score returned')}", name)
     return list(results)
 
-
-def score_dict(r: Any, overall_key: str = "overall") -> dict[str, float]:
-    """A result as the flat numeric dict trainers log: a null modality (no modality in the label) is 0 here,
-    since frameworks average every key and cannot hold a null. The same keys for every result."""
-    if r.overall is None:
-        raise ValueError(f"result {getattr(r, 'id', '?')} has no score; pass results through checked() first")
-    return {overall_key: float(r.overall),
-            **{name: float(getattr(r, name)) if getattr(r, name) is not None else 0.0 for name in COMPONENTS}}

@@ -17,8 +17,8 @@ from __future__ import annotations
 
 from typing import Any
 
-from clients.adapters.common import checked, client_options, score_dict, shared_client
-from clients.contract import ground_truth
+from clients.adapters.common import checked, client_options, shared_client
+from clients.contract import ground_truth, numeric_scores
 
 REWARD_TYPE = "batch"
 REWARD_NAME = "medix"
@@ -34,7 +34,7 @@ def main(reward_inputs: list[dict[str, Any]], **kwargs: Any) -> list[dict[str, f
              for i, x in enumerate(reward_inputs)]
     results = checked(shared_client(**client_options(kwargs)).reward(items, kwargs.get("profile")),
                       [f"reward_inputs[{i}]" for i in range(len(items))])
-    return [score_dict(r) for r in results]
+    return [numeric_scores(r) for r in results]
 
 
 compute_score = main  # the name EasyR1's example reward files use

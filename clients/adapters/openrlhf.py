@@ -14,8 +14,8 @@ from __future__ import annotations
 
 from typing import Any
 
-from clients.adapters.common import checked, client_options, score_dict, shared_client
-from clients.contract import COMPONENTS, ground_truth
+from clients.adapters.common import checked, client_options, shared_client
+from clients.contract import COMPONENTS, ground_truth, numeric_scores
 
 # End-of-turn markers a decoded sequence may still carry after the response (decoded with special tokens).
 END_MARKERS = ("<|im_end|>", "<|endoftext|>", "</s>", "<|eot_id|>", "<|end_of_text|>", "<end_of_turn>", "<eos>",
@@ -110,7 +110,7 @@ def reward_func(queries: list[str], prompts: list[str] | None, labels: list[Any]
         items.append({"id": str(i), "response": response, "ground_truth": ground_truth(label)})
     results = checked(shared_client(**client_options(kwargs)).reward(items, kwargs.get("profile")),
                       [f"queries[{i}]" for i in range(len(items))])
-    scores = [score_dict(r) for r in results]
+    scores = [numeric_scores(r) for r in results]
     rewards = [s["overall"] for s in scores]
     return {"rewards": rewards, "scores": rewards,
             "extra_logs": {name: [s[name] for s in scores] for name in COMPONENTS}}

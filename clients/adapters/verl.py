@@ -23,8 +23,9 @@ from __future__ import annotations
 from collections.abc import Iterable
 from typing import Any
 
-from clients.adapters.common import checked, client_options, score_dict, shared_async_client, shared_client
+from clients.adapters.common import checked, client_options, shared_async_client, shared_client
 from clients.contract import ground_truth as to_ground_truth
+from clients.contract import numeric_scores
 
 
 def _item(i: int, solution: str, gt: Any, extra: Any) -> dict[str, Any]:
@@ -39,7 +40,7 @@ async def compute_score(data_source: str | None = None, solution_str: str = "", 
     """verl's per-sample form, awaited by the reward-loop managers (`naive`, the default)."""
     client = shared_async_client(**client_options(kwargs))
     (r,) = checked(await client.reward([_item(0, solution_str, ground_truth, extra_info)], kwargs.get("profile")))
-    return score_dict(r, "score")
+    return numeric_scores(r, "score")
 
 
 def compute_score_sync(data_source: str | None = None, solution_str: str = "", ground_truth: Any = None,
@@ -47,7 +48,7 @@ def compute_score_sync(data_source: str | None = None, solution_str: str = "", g
     """verl's per-sample form for the `remote` manager (which asserts a plain `def`) and older verl."""
     client = shared_client(**client_options(kwargs))
     (r,) = checked(client.reward([_item(0, solution_str, ground_truth, extra_info)], kwargs.get("profile")))
-    return score_dict(r, "score")
+    return numeric_scores(r, "score")
 
 
 def compute_score_batch(data_sources: Iterable[Any] | None = None, solution_strs: Iterable[str] = (),
@@ -62,4 +63,4 @@ def compute_score_batch(data_sources: Iterable[Any] | None = None, solution_strs
         raise ValueError(f"{len(solutions)} solutions, {len(truths)} ground truths, {len(extras)} extra infos")
     items = [_item(i, s, g, e) for i, (s, g, e) in enumerate(zip(solutions, truths, extras, strict=True))]
     results = checked(shared_client(**client_options(kwargs)).reward(items, kwargs.get("profile")))
-    return [score_dict(r, "score") for r in results]
+    return [numeric_scores(r, "score") for r in results]

@@ -13,7 +13,7 @@ modality is 0 there) under the same keys for every sample.
 from __future__ import annotations
 
 from clients.adapters.openrlhf import ResponseNotFound, response_of
-from clients.contract import COMPONENTS
+from clients.contract import COMPONENTS, numeric_scores
 from service.exceptions import InputRejected, InvalidRequest
 from service.protocol import OpenRLHFRequest, OpenRLHFResponse, RewardRequest, RewardResponse
 
@@ -47,9 +47,7 @@ def from_reward_response(resp: RewardResponse) -> OpenRLHFResponse:
         if r.overall is None or r.error is not None:
             message = r.error.message if r.error is not None else "no score"
             raise InputRejected(f"query[{i}] could not be scored: {message}", param=f"query[{i}]")
-    overall = [float(r.overall) for r in resp.results if r.overall is not None]
-    logs: dict[str, list[float | None]] = {
-        name: [float(v) if (v := getattr(r, name)) is not None else 0.0 for r in resp.results]
-        for name in COMPONENTS
-    }
+    scores = [numeric_scores(r) for r in resp.results]
+    overall = [s["overall"] for s in scores]
+    logs: dict[str, list[float | None]] = {name: [s[name] for s in scores] for name in COMPONENTS}
     return OpenRLHFResponse(rewards=overall, scores=overall, extra_logs=logs)

@@ -13,10 +13,10 @@ import numpy as np
 import pytest
 
 from clients.adapters import easyr1, openrlhf, trl, verl
-from clients.adapters.common import ItemFailed, checked, score_dict
+from clients.adapters.common import ItemFailed, checked
 from clients.adapters.trl import MedixReward, MedixRewardSync
 from clients.client import AsyncMedixClient, MedixClient, MedixError, MedixUnavailable
-from clients.contract import SCORE_KEYS
+from clients.contract import SCORE_KEYS, numeric_scores
 from service.exceptions import InputRejected
 from tests.integration.stack import free_port
 from tests.unit.fakes import FakeJudge
@@ -225,7 +225,7 @@ def test_openrlhf_reward_func_sends_the_key(monkeypatch):
 
 
 # -- shared pieces -------------------------------------------------------------------------------------------
-def test_score_dict_refuses_an_unscored_result():
+def test_numeric_scores_refuse_an_unscored_result():
     from clients.client import RewardScore
 
     failed = RewardScore(id="0", overall=None, format=1.0, accuracy_llm=None, accuracy_embed=None, modality=None,
@@ -233,7 +233,7 @@ def test_score_dict_refuses_an_unscored_result():
     with pytest.raises(ItemFailed, match="too long"):
         checked([failed])
     with pytest.raises(ValueError):
-        score_dict(failed)
+        numeric_scores(failed)
 
 
 def test_client_splits_batches_over_the_server_limit(url):
