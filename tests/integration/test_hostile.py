@@ -130,7 +130,9 @@ def test_a_slow_chunked_upload_holds_an_in_flight_slot(service):
 def test_a_request_joining_an_abandoned_judge_call_is_answered(service):
     # Review finding: the first client gives up (0.2 s timeout) on a new pair, the second asks for the same
     # pair while the abandoned call winds down; the second must get its verdict, not a plain-text 500.
-    pair = {"response": f"<X_RAY><thinking>t</thinking><answer>bilateral opacities {time.time_ns()}</answer>",
+    # A long new answer: its judge call's prefill alone outlasts the 0.2 s (a short one can finish in time).
+    words = " ".join(f"opacity{i} in segment {i % 10}" for i in range(120))
+    pair = {"response": f"<X_RAY><thinking>t</thinking><answer>{words} {time.time_ns()}</answer>",
             "ground_truth": "<X_RAY>Pneumonia"}
 
     async def main() -> list[httpx.Response]:
