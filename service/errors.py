@@ -35,12 +35,13 @@ STATUS: dict[type[ServiceError], tuple[int, str]] = {
 }
 
 
-_URL = re.compile(r"\b([a-zA-Z][a-zA-Z0-9+.-]*://)(?:[^\s/@'\"]*@)?([^\s/?#'\"]+)[^\s'\"]*")
+# The scheme is bounded (real ones are short) so that a long run of scheme characters costs linear time.
+_URL = re.compile(r"([a-zA-Z][a-zA-Z0-9+.-]{0,31}://)(?:[^\s/@'\"]*@)?([^\s/?#'\"]+)[^\s'\"]*")
 
 
 def redact(text: str) -> str:
     """URLs cut to scheme://host:port: no credentials, paths or query strings reach a caller."""
-    return _URL.sub(r"\1\2", text)
+    return _URL.sub(r"\1\2", text) if "://" in text else text
 
 
 def error_response(status: int, type_: str, message: str, param: str | None = None,

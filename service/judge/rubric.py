@@ -3,13 +3,11 @@
 from __future__ import annotations
 
 import json
-import re
 
 from service.judge.prompts import Rubric
 
 # The closing tags of a reasoning block, in the order the published evaluation tries them (case-sensitive).
 _REASONING_ENDS = ("</think>", "</thinking>")
-_JSON_OBJECT = re.compile(r"\{.*?\}", re.DOTALL)
 
 
 def strip_reasoning(prediction: str) -> str:
@@ -22,9 +20,19 @@ def strip_reasoning(prediction: str) -> str:
     return prediction.strip()
 
 
+def _braced(text: str) -> list[str]:
+    """What `re.findall(r"\\{.*?\\}", text, re.DOTALL)` finds, in linear time: from each `{` to the next `}`.
+    (The regex restarts at every `{` when none is closed: quadratic on a reply of many `{`.)"""
+    out, pos = [], 0
+    while (start := text.find("{", pos)) >= 0 and (end := text.find("}", start)) >= 0:
+        out.append(text[start:end + 1])
+        pos = end + 1
+    return out
+
+
 def parse_score(reply: str, rubric: Rubric) -> int | None:
     """The integer `score` of the first JSON object in the reply, if it is in the rubric's range."""
-    for candidate in [reply.strip(), *_JSON_OBJECT.findall(reply)]:
+    for candidate in [reply.strip(), *_braced(reply)]:
         try:
             value = json.loads(candidate)
         except ValueError:

@@ -1,6 +1,11 @@
+import re
+
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from service.judge import rubric
+from service.judge.rubric import _braced
 
 
 @pytest.mark.parametrize(
@@ -34,3 +39,9 @@ def test_binary_majority_and_report_mean():
     assert rubric.aggregate([1, 0, 0], "binary") == (0.0, 0.0)
     assert rubric.aggregate([1, 0], "binary") == (0.0, 0.0)  # a tie is not a majority
     assert rubric.aggregate([4, 5, 3], "report") == (pytest.approx(0.8), pytest.approx(4.0))
+
+
+@settings(max_examples=500, deadline=None, database=None)
+@given(st.text(alphabet="{}a \n:\"score1", max_size=30))
+def test_braced_finds_what_the_lazy_regex_finds(reply):
+    assert _braced(reply) == re.findall(r"\{.*?\}", reply, re.DOTALL)
