@@ -131,11 +131,19 @@ def summarise(results: Iterable[dict[str, Any]], *, intervals: bool = True, conf
 
 
 # -- comparing two runs -----------------------------------------------------------------------------------------
-def verdict(ci_low: float | None, ci_high: float | None, max_drop: float) -> str:
+def verdict(ci_low: float | None, ci_high: float | None, max_drop: float, p_value: float | None = None,
+            confidence: float = CONFIDENCE) -> str:
     """`regression` when the whole interval of candidate - baseline lies below -max_drop; `improvement` when
-    it lies above 0; `within tolerance` when below 0 but not below -max_drop; else `no significant change`."""
-    if ci_low is None or ci_high is None:
+    it lies above 0; `within tolerance` when below 0 but not below -max_drop; else `no significant change`.
+
+    A direction is called only when the sign-flip test agrees (p < 1 - confidence): with very few discordant
+    pairs (a task of one pair, or a few that all moved the same way) the bootstrap interval collapses onto
+    the observed difference while the permutation test stays valid.
+    """
+    if ci_low is None or ci_high is None or not (math.isfinite(ci_low) and math.isfinite(ci_high)):
         return "not enough pairs"
+    if p_value is not None and not p_value < 1.0 - confidence:
+        return "no significant change"
     if ci_high < -max_drop:
         return "regression"
     if ci_low > 0:
@@ -239,10 +247,11 @@ def compare(baseline: Mapping[str, dict[str, Any]], candidate: Mapping[str, dict
         base = [b for _, b, _ in pairs[t]]
         cand = [c for _, _, c in pairs[t]]
         out["tasks"][t] = {"baseline": sum(base) / len(base), "candidate": sum(cand) / len(cand), **stats,
-                           "verdict": verdict(stats["ci_low"], stats["ci_high"], max_drop)}
+                           "verdict": verdict(stats["ci_low"], stats["ci_high"], max_drop, stats["p_value"],
+                                              confidence)}
     whole.update(baseline=sum(v["baseline"] for v in out["tasks"].values()) / len(names),
                  candidate=sum(v["candidate"] for v in out["tasks"].values()) / len(names),
-                 verdict=verdict(whole["ci_low"], whole["ci_high"], max_drop))
+                 verdict=verdict(whole["ci_low"], whole["ci_high"], max_drop, whole["p_value"], confidence))
     out["overall"] = whole
     out["verdict"] = whole["verdict"]
     return out

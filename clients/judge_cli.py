@@ -14,6 +14,7 @@ from __future__ import annotations
 import ast
 import asyncio
 import json
+import math
 import sys
 import time
 from collections.abc import Callable, Iterable
@@ -256,9 +257,11 @@ def read_results(path: Path, warn: Callable[[str], None]) -> dict[str, dict[str,
                 warn(f"{path}:{n}: not JSON, skipped")
                 continue
             score = rec.get("score") if isinstance(rec, dict) else None
+            # A score is null (failed) or a number in [0, 1]; NaN (which json accepts) would silence the gate.
             if (not isinstance(rec, dict) or rec.get("id") is None or not isinstance(rec.get("task"), str)
-                    or isinstance(score, bool) or not (score is None or isinstance(score, int | float))):
-                warn(f"{path}:{n}: not a result (id, task, score), skipped")
+                    or isinstance(score, bool) or not (score is None or isinstance(score, int | float))
+                    or (score is not None and not (math.isfinite(score) and 0.0 <= score <= 1.0))):
+                warn(f"{path}:{n}: not a result (id, task, score null or in [0, 1]), skipped")
                 continue
             found[str(rec["id"])] = rec
     return found

@@ -123,9 +123,16 @@ def test_paired_statistics_overall_is_the_mean_of_task_differences_and_reproduci
     (-0.10, -0.05, 0.02, "regression"), (-0.10, -0.01, 0.02, "within tolerance"),
     (-0.10, 0.05, 0.0, "no significant change"), (0.01, 0.08, 0.02, "improvement"),
     (-0.03, -0.021, 0.02, "regression"), (None, None, 0.02, "not enough pairs"),
+    (float("nan"), float("nan"), 0.02, "not enough pairs"),
 ])
 def test_verdict(low, high, drop, expected):
     assert ev.verdict(low, high, drop) == expected
+
+
+def test_verdict_needs_the_sign_flip_test_to_agree():
+    assert ev.verdict(-0.5, -0.5, 0.02, p_value=1.0) == "no significant change"
+    assert ev.verdict(-0.10, -0.05, 0.02, p_value=0.001) == "regression"
+    assert ev.verdict(0.01, 0.08, 0.02, p_value=0.2) == "no significant change"
 
 
 def test_compare_counts_and_lists_what_it_cannot_pair():

@@ -218,3 +218,39 @@ def test_compare_each_task_gate_and_reproducibility(tmp_path):
 def test_compare_help_documents_exit_codes_and_the_p_value():
     r = runner.invoke(judge_cli.app, ["compare", "--help"], terminal_width=200)
     assert "Exit codes" in r.output and "sign-flip" in r.output and "--max-drop" in r.output
+
+
+def test_compare_a_one_pair_task_does_not_decide_the_gate(tmp_path):
+    """200 unchanged pairs in one task, one pair lost in another: the overall interval collapses onto -0.5, but
+    a single pair is no evidence (sign-flip p = 1): no regression."""
+    base = {i: 1.0 for i in range(201)}
+    cand = {**base, 200: 0.0}
+    b, c = tmp_path / "base.jsonl", tmp_path / "cand.jsonl"
+    task = lambda i: "tiny" if i == 200 else "big"  # noqa: E731
+    write_results(b, base, task=task)
+    write_results(c, cand, task=task)
+    r = runner.invoke(judge_cli.app, ["compare", "--baseline", str(b), "--candidate", str(c), "--max-drop", "0.02",
+                                      "--summary", str(tmp_path / "c.json")])
+    out = json.loads((tmp_path / "c.json").read_text())
+    assert out["overall"]["diff"] == pytest.approx(-0.5) and out["overall"]["p_value"] > 0.5
+    assert r.exit_code == 0 and out["overall"]["verdict"] == "no significant change", r.output
+    assert out["tasks"]["tiny"]["verdict"] == "not enough pairs"
+
+
+def test_compare_skips_and_reports_scores_outside_0_1(tmp_path):
+    """NaN (which JSON readers accept) or -40 in a results file is reported and left out; it must not silence the
+    gate on the 49 other items, all lost."""
+    base = {i: 1.0 for i in range(50)}
+    cand = {i: 0.0 for i in range(50)}
+    b, c = tmp_path / "base.jsonl", tmp_path / "cand.jsonl"
+    write_results(b, base)
+    write_results(c, cand)
+    with c.open("a") as f:
+        f.write('{"id": "q7", "task": "pubmedqa", "rubric": "binary", "score": NaN, "votes": []}\n')
+        f.write('{"id": "q8", "task": "medqa", "rubric": "binary", "score": -40, "votes": []}\n')
+    r = runner.invoke(judge_cli.app, ["compare", "--baseline", str(b), "--candidate", str(c), "--max-drop", "0.02",
+                                      "--summary", str(tmp_path / "c.json")])
+    assert r.exit_code == judge_cli.EXIT_REGRESSION, r.output
+    assert "cand.jsonl:51: not a result" in r.output and "cand.jsonl:52: not a result" in r.output
+    out = json.loads((tmp_path / "c.json").read_text())
+    assert out["overall"]["pairs"] == 50 and out["overall"]["diff"] == -1.0
