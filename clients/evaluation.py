@@ -11,11 +11,11 @@ The intervals:
   resampled within each task (`scipy.stats.bootstrap` with one sample per task, resampled independently).
 
 A comparison pairs two runs by id and works on the per-item differences d = candidate - baseline:
-- the interval of a task's (and the overall) difference: a paired percentile bootstrap, pairs resampled
-  within each task with numpy's Generator; the overall replicate is the mean of the tasks' replicates;
+- the interval of a task's (and the overall) difference: a paired percentile bootstrap of the differences,
+  pairs resampled within each task (`scipy.stats.bootstrap`, one sample per task, as for the overall score);
 - the p-value: a two-sided paired sign-flip permutation test of H0 "in each pair the two scores are
-  exchangeable" (the sign of each d is flipped at random); p = (1 + #{|T*| >= |T|}) / (1 + resamples),
-  where T is the observed difference and T* the difference of one flipped resample.
+  exchangeable" (`scipy.stats.permutation_test` on the differences with `permutation_type="samples"`: the
+  sign of each d is flipped at random; exact when there are few pairs).
 Failed items (score None) are left out of every mean and counted; they never count as 0.
 """
 
@@ -35,7 +35,7 @@ SEED = 0
 _CELLS = 2_000_000  # elements per vectorised resampling chunk: bounds memory whatever the number of items
 
 P_VALUE_METHOD = ("two-sided paired sign-flip permutation test (H0: baseline and candidate scores exchangeable "
-                  "within each pair); p = (1 + #{|T*| >= |T|}) / (1 + resamples)")
+                  "within each pair; scipy.stats.permutation_test, exact for few pairs)")
 DIFF_INTERVAL_METHOD = "paired percentile bootstrap, pairs resampled within each task"
 
 
@@ -153,53 +153,48 @@ def verdict(ci_low: float | None, ci_high: float | None, max_drop: float, p_valu
     return "no significant change"
 
 
+def sign_flip_p_value(diffs: np.ndarray, weights: np.ndarray, resamples: int = RESAMPLES,
+                      seed: int = SEED) -> float:
+    """Two-sided p-value of `sum(weights * diffs)` under random sign flips of each difference (scipy's
+    `permutation_test` on one sample with `permutation_type="samples"`; exact when 2^n <= resamples)."""
+    from scipy.stats import permutation_test
+
+    if diffs.size < 2 or not np.any(diffs):  # one pair, or none moved: every flip is as extreme as observed
+        return 1.0
+
+    def weighted(x: np.ndarray, axis: int = -1) -> np.ndarray:
+        return np.sum(x * weights, axis=axis)
+
+    res = permutation_test((diffs,), weighted, permutation_type="samples", n_resamples=resamples,
+                           alternative="two-sided", vectorized=True, batch=max(1, _CELLS // diffs.size),
+                           **_seeded(permutation_test, seed))
+    return float(res.pvalue)
+
+
 def paired_statistics(diffs: Sequence[Sequence[float]], confidence: float = CONFIDENCE, resamples: int = RESAMPLES,
                       seed: int = SEED) -> tuple[list[dict[str, Any]], dict[str, Any]]:
     """Per task and overall: the mean difference, its paired bootstrap interval and sign-flip p-value.
 
     `diffs` holds one array of per-pair differences (candidate - baseline) per task. The overall difference
     is the mean of the tasks' mean differences (each task weighs the same, as in `summarise`); its bootstrap
-    resamples pairs within each task (stratified) and its sign flips are those of the tasks' pairs.
-    Deterministic for a given seed: one Generator, chunks sized by the data alone.
+    resamples pairs within each task (stratified, `bootstrap_interval`) and its sign flips are those of every
+    pair, each weighted by its share of the overall. Deterministic for a given seed.
     """
     arrays = [np.asarray(d, dtype=float) for d in diffs]
     if not arrays or any(a.size == 0 for a in arrays):
         raise ValueError("every task needs at least one pair")
-    rng = np.random.default_rng(seed)
-    sizes = np.array([a.size for a in arrays])
-    every = np.concatenate(arrays)
-    starts = np.concatenate([[0], np.cumsum(sizes)[:-1]])
-    observed = np.array([a.mean() for a in arrays])
-    overall = float(observed.mean())
-    weights = np.concatenate([np.full(a.size, 1.0 / (a.size * len(arrays))) for a in arrays])
-
-    boot = np.empty((len(arrays), resamples))  # bootstrap replicates of each task's mean difference
-    extreme = np.zeros(len(arrays) + 1, dtype=np.int64)  # sign-flipped |T*| >= |T|, per task then overall
-    tol = 1e-12
-    chunk = max(1, _CELLS // every.size)
-    for lo in range(0, resamples, chunk):
-        m = min(chunk, resamples - lo)
-        for i, a in enumerate(arrays):
-            boot[i, lo:lo + m] = a[rng.integers(0, a.size, size=(m, a.size))].mean(axis=1)
-        flipped = np.where(rng.integers(0, 2, size=(m, every.size), dtype=np.int8) == 1, every, -every)
-        task_means = np.add.reduceat(flipped, starts, axis=1) / sizes
-        extreme[:-1] += (np.abs(task_means) >= np.abs(observed) - tol).sum(axis=0)
-        extreme[-1] += int((np.abs(flipped @ weights) >= abs(overall) - tol).sum())
-
-    alpha = 1.0 - confidence
     per_task = []
-    for i, a in enumerate(arrays):
-        lo_, hi_ = np.quantile(boot[i], [alpha / 2, 1 - alpha / 2]) if a.size >= 2 else (None, None)
-        per_task.append({"pairs": int(a.size), "diff": float(observed[i]),
-                         "ci_low": None if lo_ is None else float(lo_), "ci_high": None if hi_ is None else float(hi_),
-                         "p_value": float((1 + extreme[i]) / (1 + resamples))})
-    if int(sizes.max()) >= 2:
-        lo_, hi_ = np.quantile(boot.mean(axis=0), [alpha / 2, 1 - alpha / 2])
-        overall_ci: tuple[float | None, float | None] = (float(lo_), float(hi_))
-    else:
-        overall_ci = (None, None)
-    whole = {"pairs": int(every.size), "diff": overall, "ci_low": overall_ci[0], "ci_high": overall_ci[1],
-             "p_value": float((1 + extreme[-1]) / (1 + resamples))}
+    for a in arrays:
+        ci = bootstrap_interval([a], confidence, resamples, seed) if a.size >= 2 else None
+        per_task.append({"pairs": int(a.size), "diff": float(a.mean()), "ci_low": ci[0] if ci else None,
+                         "ci_high": ci[1] if ci else None,
+                         "p_value": sign_flip_p_value(a, np.full(a.size, 1.0 / a.size), resamples, seed)})
+    every = np.concatenate(arrays)
+    weights = np.concatenate([np.full(a.size, 1.0 / (a.size * len(arrays))) for a in arrays])
+    ci = bootstrap_interval(arrays, confidence, resamples, seed)
+    whole = {"pairs": int(every.size), "diff": float(np.mean([a.mean() for a in arrays])),
+             "ci_low": ci[0] if ci else None, "ci_high": ci[1] if ci else None,
+             "p_value": sign_flip_p_value(every, weights, resamples, seed)}
     return per_task, whole
 
 

@@ -348,10 +348,10 @@ def compare(
     differs between the runs are counted and listed, and left out of the paired difference (a different
     task is also reported as an error line). Overall = mean over tasks of each task's mean difference.
 
-    Interval: percentile bootstrap, pairs resampled within each task. p-value: two-sided paired sign-flip
-    permutation test of "no difference" (each pair's two scores exchangeable): p = (1 + #{|T*| >= |T|}) /
-    (1 + resamples), T* the mean difference with each pair's sign flipped at random. Seeded: same files,
-    same --seed and --resamples, same numbers.
+    Interval: percentile bootstrap, pairs resampled within each task (scipy.stats.bootstrap). p-value:
+    two-sided paired sign-flip permutation test of "no difference" (each pair's two scores exchangeable;
+    scipy.stats.permutation_test, each pair's sign flipped at random, exact for few pairs). Seeded: same
+    files, same --seed and --resamples, same numbers.
 
     Verdicts: regression (interval entirely below −max-drop), within tolerance (below 0, not below
     −max-drop), improvement (entirely above 0), no significant change.
