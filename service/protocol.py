@@ -135,11 +135,13 @@ class JudgeResult(BaseModel):
     task: str
     rubric: str
     score: float | None = Field(description="Binary: majority vote. Report: mean / 5. Null when the item failed.")
-    raw_score: float | None = Field(None, description="Report: the mean on the 0-5 scale.")
+    # Left out when null: what only some items have. `score` is always there, null when the item failed.
+    raw_score: float | None = Field(None, description="Report: the mean on the 0-5 scale.",
+                                    exclude_if=lambda v: v is None)
     votes: list[int]
-    replies: list[str] | None = None
+    replies: list[str] | None = Field(None, exclude_if=lambda v: v is None)
     cached: bool = False
-    error: ErrorDetail | None = None
+    error: ErrorDetail | None = Field(None, exclude_if=lambda v: v is None)
 
 
 class TaskSummary(BaseModel):

@@ -12,7 +12,7 @@ router = APIRouter(tags=["judge"])
 ERRORS = {code: {"model": ErrorResponse} for code in (401, 413, 422, 429, 503)}
 
 
-@router.post("/judge", response_model=JudgeResponse, responses=ERRORS, response_model_exclude_none=True)
+@router.post("/judge", response_model=JudgeResponse, responses=ERRORS)
 async def judge(body: JudgeRequest, request: Request, evaluator: EvaluatorDep,
                 admission: AdmissionDep) -> JudgeResponse:
     """Reference-based LLM-as-judge: per item score and votes, and a per-task summary."""

@@ -67,6 +67,18 @@ def test_an_answer_longer_than_the_judge_context_fails_alone(service):
     assert long["error"]["type"] == "input_rejected" and long["error"]["param"] == "items[1]"
 
 
+def test_a_judge_item_longer_than_the_judge_context_fails_alone(service):
+    # /judge allows 8,000 characters per field: a CJK prediction that long is far over the 2,048-token context.
+    ok = {"id": "ok", "task": "t", "question": "Which organ?", "reference": "Liver", "prediction": "The liver."}
+    long = {**ok, "id": "long", "prediction": "肝" * 7999}
+    r = httpx.post(f"{service.url}/judge", json={"items": [ok, long], "rounds": 1}, timeout=300)
+    body = one_shape(r)
+    assert r.status_code == 200, r.text[:500]
+    good, bad = body["results"]
+    assert good["score"] in (0.0, 1.0) and good.get("error") is None
+    assert bad["score"] is None and bad["error"]["type"] == "input_rejected", bad
+
+
 def test_hostile_bodies_get_the_one_shape_and_healthz_stays_fast(service):
     ws = " \n\t" * 6666  # 20,000 characters of whitespace: the degenerate rollout
     hostile_items = [
