@@ -1,4 +1,6 @@
 
+import asyncio
+
 import pytest
 
 from service.backends.base import RetryPolicy
@@ -7,15 +9,16 @@ from service.exceptions import BackendUnavailable
 from service.judge.evaluator import Evaluator
 from service.metrics import Metrics
 from service.protocol import JudgeRequest
-from service.scheduling import FairSlots
+from service.scheduling import ANONYMOUS, FairSlots
 from service.settings import Settings
 from tests.unit.fakes import FakeJudge
 
 
-def make(judge=None, rubrics=None):
+def make(judge=None, rubrics=None, policy=None, slots=None):
     m, s = Metrics(), Settings()
     return Evaluator(judge=judge or FakeJudge(), cache=Cache(MemoryStore(100), namespace="t", ttl_s=60, metrics=m),
-                     metrics=m, policy=RetryPolicy(0, 0, 5), judge_slots=FairSlots(4), retry_after_s=2,
+                     metrics=m, policy=policy or RetryPolicy(0, 0, 5), judge_slots=slots or FairSlots(4),
+                     retry_after_s=2,
                      task_rubrics=rubrics or {}, max_tokens=s.eval_max_tokens,
                      parse_retries=s.eval_parse_retries, max_chars=s.eval_max_chars)
 
@@ -65,3 +68,20 @@ async def test_unparseable_reply_fails_that_item_only_and_summary_counts_it():
 async def test_judge_outage_raises_for_the_whole_request():
     with pytest.raises(BackendUnavailable):
         await make(FakeJudge(fail=True)).evaluate(req(it("a", "liver")))
+
+
+async def test_waiting_for_a_judge_slot_is_not_a_backend_timeout():
+    """Review finding 5: the slot is taken outside the retry timeout. The tenant's one slot is busy for 0.3 s
+    (e.g. behind a /reward batch) and the judge's timeout is 0.1 s: the item waits, then is judged."""
+    slots = FairSlots(1)
+    ev = make(policy=RetryPolicy(0, 0, 0.1), slots=slots)
+
+    async def busy() -> None:
+        async with slots.slot(ANONYMOUS):
+            await asyncio.sleep(0.3)
+
+    holder = asyncio.create_task(busy())
+    await asyncio.sleep(0.01)
+    out = await ev.evaluate(req(it("a", "liver"), rounds=1))
+    await holder
+    assert out.results[0].score == 1.0 and out.results[0].error is None
