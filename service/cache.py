@@ -11,6 +11,7 @@ import time
 from collections import OrderedDict
 from typing import Any, Protocol
 
+from service.exceptions import redact
 from service.metrics import Metrics
 
 log = logging.getLogger("medix.cache")
@@ -150,7 +151,7 @@ class Cache:
         try:
             return {"backend": self.store.name, **(await self.store.health())}
         except Exception as exc:
-            return {"backend": self.store.name, "ok": False, "error": repr(exc)[:200]}
+            return {"backend": self.store.name, "ok": False, "error": redact(repr(exc))[:200]}
 
     async def close(self) -> None:
         await self.store.close()

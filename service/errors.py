@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import logging
-import re
 from collections.abc import Sequence
 from typing import Any
 
@@ -19,6 +18,7 @@ from service.exceptions import (
     InvalidRequest,
     Overloaded,
     ServiceError,
+    redact,
 )
 from service.protocol import ErrorDetail, ErrorResponse
 
@@ -33,15 +33,6 @@ STATUS: dict[type[ServiceError], tuple[int, str]] = {
     ClientDisconnected: (499, "client_closed"),  # nobody reads it; the status is for metrics and logs
     BackendUnavailable: (503, "backend_unavailable"),
 }
-
-
-# The scheme is bounded (real ones are short) so that a long run of scheme characters costs linear time.
-_URL = re.compile(r"([a-zA-Z][a-zA-Z0-9+.-]{0,31}://)(?:[^\s/@'\"]*@)?([^\s/?#'\"]+)[^\s'\"]*")
-
-
-def redact(text: str) -> str:
-    """URLs cut to scheme://host:port: no credentials, paths or query strings reach a caller."""
-    return _URL.sub(r"\1\2", text) if "://" in text else text
 
 
 def error_response(status: int, type_: str, message: str, param: str | None = None,

@@ -5,6 +5,19 @@
 
 from __future__ import annotations
 
+import re
+
+# A URL's scheme (bounded: real ones are short, and a long run of scheme characters then costs linear time),
+# its user-info (up to the last `@` of the token) and its host. A host never holds `@`: a text cut right after
+# `user:secret@` shows an empty host, not the secret.
+_URL = re.compile(r"([a-zA-Z][a-zA-Z0-9+.-]{0,31}://)(?:[^\s'\"]*@)?([^\s/?#@'\"]*)[^\s'\"]*")
+
+
+def redact(text: str) -> str:
+    """URLs cut to scheme://host:port: no credentials, paths or query strings reach a caller or a log that
+    callers read. Redact before cutting a text short: a cut inside a URL can leave its credentials bare."""
+    return _URL.sub(r"\1\2", text) if "://" in text else text
+
 
 class ServiceError(Exception):
     """Base of the core's errors: a message for the caller and, where it applies, the field it concerns."""

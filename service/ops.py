@@ -25,7 +25,7 @@ async def _probe(name: str, coro: Any) -> tuple[str, dict[str, Any] | None, str 
     try:
         return name, await asyncio.wait_for(coro, READY_TIMEOUT_S), None
     except Exception as exc:
-        return name, None, f"{type(exc).__name__}: {exc}"[:300]
+        return name, None, redact(f"{type(exc).__name__}: {exc}")[:300]
 
 
 @router.get("/readyz", response_model=HealthResponse, responses={503: {"model": ErrorResponse}})
@@ -41,7 +41,7 @@ async def readyz(request: Request) -> Any:
         message = "; ".join(f"{k} is down: {v}" for k, v in down.items())
         return error_response(503, "not_ready", message, ",".join(down), request.app.state.settings.retry_after_s)
     components: dict[str, Any] = {name: _redacted(info) for name, info, _ in probes}
-    components["cache"] = await scorer.cache.health()
+    components["cache"] = _redacted(await scorer.cache.health())
     return HealthResponse(status="ready", components=components)
 
 

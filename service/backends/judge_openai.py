@@ -24,7 +24,7 @@ from service.backends.base import (
     single_step_completion,
 )
 from service.backends.http import auth_headers, raise_for_status
-from service.exceptions import InputRejected
+from service.exceptions import InputRejected, redact
 
 log = logging.getLogger("medix.judge")
 
@@ -106,7 +106,7 @@ class OpenAIJudge:
                 self._model = self._model or (models[0] if models else None)
                 replicas[url] = "ok" if ok else f"does not serve {self._model!r}"
             except (TransientBackendError, PermanentBackendError) as exc:
-                replicas[url] = str(exc)[:200]
+                replicas[url] = redact(str(exc))[:200]
         if not any(v == "ok" for v in replicas.values()):
             raise TransientBackendError(f"no judge replica answers: {replicas}")
         return {"model": self._model, "replicas": replicas, **self.describe()}

@@ -74,7 +74,7 @@ class Evaluator:
         return Case(chosen, item.question[:m], item.reference[:m], rubric.strip_reasoning(item.prediction)[:m])
 
     def key(self, case: Case, rounds: int) -> str:
-        return self.cache.key("eval", self.judge.model_id, prompts.PROMPT_VERSION, case.rubric, str(rounds),
+        return self.cache.key("eval", self.judge.model_id, prompts.fingerprint(case.rubric), case.rubric, str(rounds),
                               case.question, case.reference, case.prediction)
 
     async def evaluate(self, request: JudgeRequest, tenant: str = ANONYMOUS) -> JudgeResponse:

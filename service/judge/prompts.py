@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import hashlib
+import json
 from typing import Any, Literal
 
 Rubric = Literal["binary", "report"]
@@ -39,3 +41,10 @@ def first_messages(rubric: Rubric, question: str, reference: str, prediction: st
     return [{"role": "system", "content": SYSTEM[rubric]},
             {"role": "user", "content": USER.format(question=question or "(not given)", reference=reference,
                                                     prediction=prediction or "(empty)")}]
+
+
+def fingerprint(rubric: Rubric) -> str:
+    """What of the prompts decides a rubric's scores, hashed: the version and every text and schema the judge
+    sees (a cache key built on this misses when a prompt's wording changes under the same version)."""
+    parts = [PROMPT_VERSION, SYSTEM[rubric], USER, RECHECK, json.dumps(schema(rubric), sort_keys=True)]
+    return hashlib.sha256("\x00".join(parts).encode()).hexdigest()[:16]

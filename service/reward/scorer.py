@@ -15,7 +15,6 @@ from service.backends.base import (
     Embedder,
     JudgeBackend,
     RetryPolicy,
-    TransientBackendError,
     call_backend,
 )
 from service.backends.breaker import CircuitBreaker
@@ -166,17 +165,20 @@ class RewardScorer:
         timer = PhaseTimer(self.metrics)
         profile = self.profile(request.profile)
         size = sum(len(item.response) for item in request.items)
+        # A model id not yet learned from the server is a placeholder: nothing is read or written under it.
+        # Taken before the keys are built, so that keys and this decision see the same ids.
+        judge_cached = self.judge.model_id != UNRESOLVED_MODEL
+        embed_cached = self.embedder.model_id != UNRESOLVED_MODEL
         with timer.phase("rules"):
             plan = await off_loop(lambda: self._plan(request, profile), heavy=size > OFF_LOOP_CHARS)
         prepared, keys, pairs, texts = plan.prepared, plan.keys, plan.pairs, plan.texts
         self.metrics.items.labels(route).inc(len(prepared))
-        # A model id not yet learned from the server is a placeholder: nothing is read or written under it.
-        judge_cached = self.judge.model_id != UNRESOLVED_MODEL
 
         with timer.phase("cache_lookup"):
-            cached = await self.cache.lookup({"judge": list(pairs) if judge_cached else [], "embed": list(texts)})
+            cached = await self.cache.lookup({"judge": list(pairs) if judge_cached else [],
+                                              "embed": list(texts) if embed_cached else []})
         verdicts = self._verdicts.hits(pairs, cached["judge"]) if judge_cached else {}
-        vectors = {k: np.frombuffer(v, dtype=np.float32) for k, v in zip(texts, cached["embed"], strict=True)
+        vectors = {k: np.frombuffer(v, dtype=np.float32) for k, v in zip(texts, cached["embed"], strict=False)
                    if v is not None}
         judge_hit, embed_hit = set(verdicts), set(vectors)
 
@@ -190,7 +192,7 @@ class RewardScorer:
         keep = {k: v for k, v in new_verdicts.items() if isinstance(v, Verdict)} if judge_cached else {}
         with timer.phase("cache_write"):
             await self.cache.store_many(self._verdicts.encoded(keep)
-                                        | {k: v.tobytes() for k, v in new_vectors.items()})
+                                        | ({k: v.tobytes() for k, v in new_vectors.items()} if embed_cached else {}))
 
         with timer.phase("compose"):
             results = []
@@ -219,11 +221,14 @@ class RewardScorer:
 
         async def attempt() -> Verdict:
             # One decoding step where the backend learned the choices' first tokens, else the constrained call.
-            out = await ask_verdict(self.judge, messages, choices=CHOICES, max_tokens=self._max_tokens,
-                                    top_logprobs=self._top_logprobs)
-            verdict = read_verdict(out.text)
-            if verdict is None:
-                raise TransientBackendError("judge replied with an empty text, not YES or NO")
+            for _ in range(2):  # an empty reply is asked once more; twice empty is this input's, not an outage
+                out = await ask_verdict(self.judge, messages, choices=CHOICES, max_tokens=self._max_tokens,
+                                        top_logprobs=self._top_logprobs)
+                verdict = read_verdict(out.text)
+                if verdict is not None:
+                    break
+            else:
+                raise InputRejected("it replied with an empty text twice, not YES or NO")
             # A sentence's first token is not the verdict's: its alternatives say nothing about YES against NO.
             bare = out.text.strip().upper() in CHOICES
             return Verdict(verdict, p_yes(out.first_token_logprobs if bare else None, verdict))

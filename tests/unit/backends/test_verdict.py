@@ -320,7 +320,11 @@ async def test_prose_replies_are_read_as_the_published_method_reads_them(app_cli
         # YES anywhere reads YES, anything else NO; a prose reply's first token says nothing of p(YES).
         assert got == {"spleen": ("YES", 1.0), "kidney": ("NO", 0.0), "liver": ("NO", 0.0)}
 
-        # An empty reply is no verdict: the caller sees the failure, never a silent NO.
+        # An empty reply (asked twice) is no verdict: that item fails with an error, never a silent NO, and the
+        # rest of its batch is scored.
         item = {"id": "h", "response": "<thinking>t</thinking><answer>heart</answer>", "ground_truth": "lower pole"}
-        r = await c.post("/reward", json={"items": [item]})
-        assert r.status_code == 503 and r.json()["error"]["type"] == "backend_unavailable", r.text
+        r = await c.post("/reward", json={"items": [items[0], item]})
+        assert r.status_code == 200, r.text
+        ok, empty = r.json()["results"]
+        assert ok["accuracy_llm"] == 1.0 and empty["overall"] is None and empty["accuracy_llm"] is None
+        assert empty["error"]["type"] == "input_rejected" and "empty" in empty["error"]["message"]

@@ -3,9 +3,10 @@ import asyncio
 
 import pytest
 
-from service.backends.base import RetryPolicy
+from service.backends.base import UNRESOLVED_MODEL, RetryPolicy
 from service.cache import Cache, MemoryStore
 from service.exceptions import BackendUnavailable
+from service.judge import prompts
 from service.judge.evaluator import Evaluator
 from service.metrics import Metrics
 from service.protocol import JudgeRequest
@@ -85,3 +86,23 @@ async def test_waiting_for_a_judge_slot_is_not_a_backend_timeout():
     out = await ev.evaluate(req(it("a", "liver"), rounds=1))
     await holder
     assert out.results[0].score == 1.0 and out.results[0].error is None
+
+
+async def test_a_changed_prompt_text_under_the_same_version_misses_the_cache(monkeypatch):
+    judge = FakeJudge()
+    ev = make(judge)
+    await ev.evaluate(req(it("a", "liver"), rounds=1))
+    await ev.evaluate(req(it("b", "liver"), rounds=1))
+    assert len(judge.calls) == 1  # the same item again: a cache hit
+    monkeypatch.setitem(prompts.SYSTEM, "binary", prompts.SYSTEM["binary"] + " Be strict.")
+    await ev.evaluate(req(it("c", "liver"), rounds=1))
+    assert len(judge.calls) == 2  # same version, other wording: judged again
+
+
+async def test_nothing_is_cached_under_an_unresolved_model_id():
+    judge = FakeJudge()
+    judge.model_id = UNRESOLVED_MODEL
+    ev = make(judge)
+    await ev.evaluate(req(it("a", "liver"), rounds=1))
+    await ev.evaluate(req(it("b", "liver"), rounds=1))
+    assert len(judge.calls) == 2

@@ -134,6 +134,19 @@ async def test_nothing_is_cached_under_an_unresolved_model_id():
     assert len(judge.calls) == 2 and not any(":judge:" in k for k in store._data)
 
 
+async def test_no_vector_is_cached_under_an_unresolved_embedding_model():
+    """An OpenAI-compatible embedder learns its model id from its first reply: until then, two models sharing a
+    cache must not exchange vectors."""
+    class Unresolved(FakeEmbedder):
+        model_id = "unresolved"
+
+    store, embedder = MemoryStore(1000), Unresolved()
+    for _ in range(2):
+        out = await make_scorer(embedder=embedder, store=store).score(req(item("edema")))
+        assert out.results[0].details.cache.embed is False
+    assert len(embedder.calls) == 2 and not any(":embed:" in k for k in store._data)
+
+
 async def test_a_batch_of_long_texts_leaves_the_event_loop_free():
     import asyncio
     import time
