@@ -194,9 +194,9 @@ def compare(base: list[dict[str, Any]], svc: list[dict[str, Any]]) -> dict[str, 
 # -- the engine check: how fast the judge engine gives verdicts, one at a time and 16 at once --------------------
 # Prompts of three lengths for the price of a prompt token; the short one is two lines.
 SHORT_PROMPT = VerdictPrompt(version="bench-short", system="Reply YES or NO.",
-                           user="Reference: {reference}\nCandidate: {answer}\nSame answer? YES or NO.")
+                             user="Reference: {reference}\nCandidate: {answer}\nSame answer? YES or NO.")
 LONG_PROMPT = VerdictPrompt(version="bench-long", system="\n\n".join([DEFAULT_PROMPT.system] * 3),
-                          user=DEFAULT_PROMPT.user)
+                            user=DEFAULT_PROMPT.user)
 PATHS = {"constrained": "constrained (max_tokens 4)", "single-step": "single step (max_tokens 1)"}
 
 

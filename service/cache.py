@@ -151,7 +151,7 @@ class Cache:
         try:
             return {"backend": self.store.name, **(await self.store.health())}
         except Exception as exc:
-            return {"backend": self.store.name, "ok": False, "error": redact(repr(exc))[:200]}
+            return {"backend": self.store.name, "ok": False, "error": redact(repr(exc), 200)}
 
     async def close(self) -> None:
         await self.store.close()

@@ -13,10 +13,11 @@ import re
 _URL = re.compile(r"([a-zA-Z][a-zA-Z0-9+.-]{0,31}://)(?:[^\s'\"]*@)?([^\s/?#@'\"]*)[^\s'\"]*")
 
 
-def redact(text: str) -> str:
+def redact(text: str, limit: int | None = None) -> str:
     """URLs cut to scheme://host:port: no credentials, paths or query strings reach a caller or a log that
-    callers read. Redact before cutting a text short: a cut inside a URL can leave its credentials bare."""
-    return _URL.sub(r"\1\2", text) if "://" in text else text
+    callers read; then the text cut to `limit` characters (after, never before: a cut inside a URL can leave
+    its credentials bare)."""
+    return (_URL.sub(r"\1\2", text) if "://" in text else text)[:limit]
 
 
 class ServiceError(Exception):

@@ -25,7 +25,7 @@ async def _probe(name: str, coro: Any) -> tuple[str, dict[str, Any] | None, str 
     try:
         return name, await asyncio.wait_for(coro, READY_TIMEOUT_S), None
     except Exception as exc:
-        return name, None, redact(f"{type(exc).__name__}: {exc}")[:300]
+        return name, None, redact(f"{type(exc).__name__}: {exc}", 300)
 
 
 @router.get("/readyz", response_model=HealthResponse, responses={503: {"model": ErrorResponse}})

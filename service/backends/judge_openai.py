@@ -106,7 +106,7 @@ class OpenAIJudge:
                 self._model = self._model or (models[0] if models else None)
                 replicas[url] = "ok" if ok else f"does not serve {self._model!r}"
             except (TransientBackendError, PermanentBackendError) as exc:
-                replicas[url] = redact(str(exc))[:200]
+                replicas[url] = redact(str(exc), 200)
         if not any(v == "ok" for v in replicas.values()):
             raise TransientBackendError(f"no judge replica answers: {replicas}")
         return {"model": self._model, "replicas": replicas, **self.describe()}

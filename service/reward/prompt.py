@@ -97,12 +97,12 @@ def p_yes(first_token_logprobs: dict[str, float] | None, verdict: str) -> float:
 
 
 def read_verdict(text: str) -> str | None:
-    """YES or NO from the judge's reply; None for an empty reply (the caller retries, then fails).
+    """YES or NO from the judge's reply; None for an empty reply (the scorer asks once more, then fails that item).
 
     Constrained decoding gives a bare YES or NO. A server that ignores structured outputs may reply with a
     sentence; it is read as the published method reads every reply: YES when the upper-cased reply contains
     `YES` anywhere (so `Yes, but...` and even `yesterday` read YES), NO otherwise (`maybe`, `NOT SURE`). An empty
-    reply is no verdict at all: a backend failure, never a silent NO.
+    reply is no verdict at all: an error the caller sees, never a silent NO.
     """
     if not text.strip():
         return None

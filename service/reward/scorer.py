@@ -174,11 +174,11 @@ class RewardScorer:
         prepared, keys, pairs, texts = plan.prepared, plan.keys, plan.pairs, plan.texts
         self.metrics.items.labels(route).inc(len(prepared))
 
+        embed_keys = list(texts) if embed_cached else []
         with timer.phase("cache_lookup"):
-            cached = await self.cache.lookup({"judge": list(pairs) if judge_cached else [],
-                                              "embed": list(texts) if embed_cached else []})
+            cached = await self.cache.lookup({"judge": list(pairs) if judge_cached else [], "embed": embed_keys})
         verdicts = self._verdicts.hits(pairs, cached["judge"]) if judge_cached else {}
-        vectors = {k: np.frombuffer(v, dtype=np.float32) for k, v in zip(texts, cached["embed"], strict=False)
+        vectors = {k: np.frombuffer(v, dtype=np.float32) for k, v in zip(embed_keys, cached["embed"], strict=True)
                    if v is not None}
         judge_hit, embed_hit = set(verdicts), set(vectors)
 
