@@ -37,7 +37,7 @@ redis-bin:
 # The trainer frameworks' own virtual environments (verl, OpenRLHF, TRL's oldest supported release, the client
 # alone), in which tests/integration/frameworks drives the adapters through each framework's released code.
 framework-envs: $(STAMP)
-	bash tests/frameworks/envs.sh
+	bash tests/integration/frameworks/drivers/envs.sh
 
 # The tests use Redis on 127.0.0.1:6379: start one when nothing answers there.
 redis-up: redis-bin

@@ -9,22 +9,23 @@ from typing import Any
 
 from fastapi import FastAPI
 
-from service import cpu
+from service.api.admission import Admission
+from service.api.auth import KeyRing, load_key_file, load_key_weights
+from service.api.errors import install_error_handlers
+from service.api.middleware import RequestGuard
+from service.api.routes.evaluation import router as judge_router
+from service.api.routes.ops import router as ops_router
+from service.api.routes.reward import router as reward_router
 from service.backends.base import Embedder, JudgeBackend, RetryPolicy
 from service.backends.breaker import CircuitBreaker
-from service.cache import Cache, CacheStore, MemoryStore, RedisStore
-from service.errors import install_error_handlers
-from service.judge.evaluator import Evaluator
-from service.judge.router import router as judge_router
-from service.limits import Admission
-from service.metrics import Metrics
-from service.middleware import RequestGuard
-from service.ops import router as ops_router
+from service.engine import cpu
+from service.evaluation.evaluator import Evaluator
 from service.reward.prompt import load_prompt
-from service.reward.router import router as reward_router
 from service.reward.scorer import RewardScorer
-from service.scheduling import FairSlots, PrefixWarmup
-from service.security import KeyRing, RateLimiter, load_key_file, load_key_weights
+from service.runtime.cache import Cache, CacheStore, MemoryStore, RedisStore
+from service.runtime.metrics import Metrics
+from service.runtime.ratelimit import RateLimiter
+from service.runtime.scheduling import FairSlots, PrefixWarmup
 from service.settings import Settings
 
 log = logging.getLogger("medix.app")

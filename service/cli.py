@@ -22,7 +22,7 @@ app.add_typer(models_app, name="models")
 @models_app.command("prepare")
 def models_prepare() -> None:
     """Build the local judge model folder (idempotent) and print {"judge": DIR, "embed": DIR}."""
-    from service.local_models import ModelPrepError, embed_model_dir, prepare_judge
+    from service.engine.local_models import ModelPrepError, embed_model_dir, prepare_judge
 
     settings = Settings()
     try:
@@ -89,7 +89,7 @@ def serve(
     settings = settings.model_copy(update=overrides)
     configure_logging(settings)
     if settings.judge_backend == "vllm" and not settings.judge_model:
-        from service.local_models import ModelPrepError, prepare_judge
+        from service.engine.local_models import ModelPrepError, prepare_judge
 
         try:
             prepare_judge(settings.local_judge_dir)
@@ -113,8 +113,8 @@ def judge_server(
         "computes it natively, float32 on other CPUs.")] = None,
 ) -> None:
     """Start a local vLLM OpenAI-compatible server on the local judge model (pinned to MEDIX_ENGINE_CPUS)."""
-    from service import cpu
-    from service.local_models import ModelPrepError, prepare_judge
+    from service.engine import cpu
+    from service.engine.local_models import ModelPrepError, prepare_judge
 
     settings = Settings()
     try:
@@ -180,7 +180,7 @@ def bench(
 
     from rich.console import Console
 
-    from service.bench import MODES, report, run_bench
+    from service.bench.main import MODES, report, run_bench
 
     chosen = tuple(m.strip() for m in modes.split(",") if m.strip())
     unknown = sorted(set(chosen) - set(MODES))

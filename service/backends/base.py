@@ -7,25 +7,22 @@ import math
 import random
 import time
 from collections.abc import Awaitable, Callable, Mapping, Sequence
-from contextvars import ContextVar
 from dataclasses import dataclass
 from typing import Any, Protocol, TypeVar
 
 import numpy as np
 
 from service.backends.breaker import CircuitBreaker
-from service.exceptions import BackendUnavailable, InputRejected
-from service.metrics import Metrics
-
-# The priority of the judge call the current task makes (lower is served first): set while a judge slot is held
-# (service.scheduling), sent by the backends to an engine that schedules by priority.
-CALL_PRIORITY: ContextVar[int] = ContextVar("medix_call_priority", default=0)
+from service.runtime.cache import UNRESOLVED_MODEL as UNRESOLVED_MODEL
+from service.runtime.exceptions import BackendUnavailable, InputRejected
+from service.runtime.metrics import Metrics
+from service.runtime.scheduling import CALL_PRIORITY as CALL_PRIORITY
 
 T = TypeVar("T")
 
-
-# The model id of a server backend before it has been learned from the server: never part of a cache key.
-UNRESOLVED_MODEL = "unresolved"
+# What a judge backend asks at start to learn how its tokenizer begins each verdict choice.
+PROBE_MESSAGES = [{"role": "system", "content": "Answer with one word: YES or NO."},
+                  {"role": "user", "content": "Is the sky blue on a clear day? YES or NO."}]
 
 
 class TransientBackendError(Exception):

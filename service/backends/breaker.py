@@ -7,8 +7,8 @@ import math
 import time
 from typing import Literal
 
-from service.exceptions import BackendUnavailable
-from service.metrics import Metrics
+from service.runtime.exceptions import BackendUnavailable
+from service.runtime.metrics import Metrics
 
 State = Literal["closed", "open", "half_open"]
 STATE_VALUE = {"closed": 0, "open": 1, "half_open": 2}

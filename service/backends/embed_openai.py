@@ -7,7 +7,7 @@ from typing import Any
 import httpx
 import numpy as np
 
-from service.backends.base import PermanentBackendError, TransientBackendError
+from service.backends.base import UNRESOLVED_MODEL, PermanentBackendError, TransientBackendError
 from service.backends.http import auth_headers, raise_for_status
 
 
@@ -24,7 +24,7 @@ class OpenAIEmbedder:
 
     @property
     def model_id(self) -> str:
-        return self._model or "unresolved"
+        return self._model or UNRESOLVED_MODEL
 
     async def start(self) -> None:
         return None

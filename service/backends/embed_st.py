@@ -8,7 +8,7 @@ from typing import Any
 import numpy as np
 
 from service.backends.base import TransientBackendError
-from service.batching import MicroBatcher
+from service.runtime.batching import MicroBatcher
 
 BUNDLED_MODEL_ID = "sentence-transformers/all-MiniLM-L6-v2"
 

@@ -5,7 +5,7 @@ from __future__ import annotations
 import httpx
 
 from service.backends.base import PermanentBackendError, TransientBackendError
-from service.exceptions import InputRejected
+from service.runtime.exceptions import InputRejected
 
 
 def auth_headers(api_key: str | None) -> dict[str, str]:

@@ -15,6 +15,8 @@ from clients.http import PooledAsyncClient
 from service.backends.base import (
     CALL_PRIORITY,
     DEFAULT_CHOICES,
+    PROBE_MESSAGES,
+    UNRESOLVED_MODEL,
     Completion,
     PermanentBackendError,
     TransientBackendError,
@@ -24,14 +26,12 @@ from service.backends.base import (
     single_step_completion,
 )
 from service.backends.http import auth_headers, raise_for_status
-from service.exceptions import InputRejected, redact
+from service.runtime.exceptions import InputRejected, redact
 
 log = logging.getLogger("medix.judge")
 
 REPLICA_REST_S = 2.0
 # The conversation in which the choices' first tokens are learned and the single-step call is tried once.
-PROBE_MESSAGES = [{"role": "system", "content": "Answer with one word: YES or NO."},
-                  {"role": "user", "content": "Is the sky blue on a clear day? YES or NO."}]
 
 
 class OpenAIJudge:
@@ -60,7 +60,7 @@ class OpenAIJudge:
 
     @property
     def model_id(self) -> str:
-        return self._model or "unresolved"
+        return self._model or UNRESOLVED_MODEL
 
     async def start(self) -> None:
         try:
@@ -163,7 +163,7 @@ class OpenAIJudge:
     async def _post(self, path: str, body: dict[str, Any], i: int | None = None) -> httpx.Response:
         """POST to a replica (the next in turn by default): `path` under its /v1 base URL, or an absolute URL
         (the server's own routes, e.g. /tokenize). A chat call carries the tenant priority of the calling task
-        (see service.scheduling) until a server refuses the field."""
+        (see service.runtime.scheduling) until a server refuses the field."""
         i = self._pick() if i is None else i
         priority = CALL_PRIORITY.get()
         if priority > 0 and self._priority_ok and path == "/chat/completions":

@@ -11,6 +11,7 @@ from typing import Any
 from service.backends.base import (
     CALL_PRIORITY,
     DEFAULT_CHOICES,
+    PROBE_MESSAGES,
     Completion,
     PermanentBackendError,
     TransientBackendError,
@@ -19,13 +20,11 @@ from service.backends.base import (
     plan_verdict,
     single_step_completion,
 )
-from service.exceptions import InputRejected
+from service.runtime.exceptions import InputRejected
 
 log = logging.getLogger("medix.judge")
 
 # The conversation in which the choices' first tokens are learned and the single-step call is tried once.
-PROBE_MESSAGES = [{"role": "system", "content": "Answer with one word: YES or NO."},
-                  {"role": "user", "content": "Is the sky blue on a clear day? YES or NO."}]
 
 
 class VLLMJudge:

@@ -14,8 +14,8 @@ from __future__ import annotations
 
 from clients.adapters.openrlhf import ResponseNotFound, response_of
 from clients.contract import COMPONENTS, numeric_scores
-from service.exceptions import InputRejected, InvalidRequest
-from service.protocol import OpenRLHFRequest, OpenRLHFResponse, RewardRequest, RewardResponse
+from service.reward.wire import OpenRLHFRequest, OpenRLHFResponse, RewardRequest, RewardResponse
+from service.runtime.exceptions import InputRejected, InvalidRequest
 
 __all__ = ["from_reward_response", "response_of", "to_reward_request"]
 

@@ -18,15 +18,11 @@ from service.backends.base import (
     call_backend,
 )
 from service.backends.breaker import CircuitBreaker
-from service.cache import Cache
-from service.concurrency import gather_or_cancel, off_loop
-from service.exceptions import InputRejected, InvalidRequest
-from service.memo import Memo
-from service.metrics import Metrics
-from service.phases import PhaseTimer
-from service.protocol import (
+from service.reward import rules
+from service.reward.profiles import PROFILES, Profile
+from service.reward.prompt import CHOICES, VerdictPrompt, p_yes, read_verdict
+from service.reward.wire import (
     CacheFlags,
-    ErrorDetail,
     ProfileInfo,
     RewardDetails,
     RewardItem,
@@ -34,10 +30,14 @@ from service.protocol import (
     RewardResponse,
     RewardResult,
 )
-from service.reward import rules
-from service.reward.profiles import PROFILES, Profile
-from service.reward.prompt import CHOICES, VerdictPrompt, p_yes, read_verdict
-from service.scheduling import ANONYMOUS, FairSlots, PrefixWarmup
+from service.runtime.cache import Cache
+from service.runtime.concurrency import gather_or_cancel, off_loop
+from service.runtime.exceptions import InputRejected, InvalidRequest
+from service.runtime.memo import Memo
+from service.runtime.metrics import Metrics
+from service.runtime.phases import PhaseTimer
+from service.runtime.scheduling import ANONYMOUS, FairSlots, PrefixWarmup
+from service.runtime.wire import ErrorDetail
 
 
 @dataclass(slots=True)

@@ -7,10 +7,10 @@ import pytest
 import redis
 
 from clients.datasets import grpo_batch
-from service.protocol import RewardRequest
 from service.reward import rules
 from service.reward.profiles import PROFILES
 from service.reward.scorer import prepare
+from service.reward.wire import RewardRequest
 from tests.integration.stack import metric
 
 pytestmark = pytest.mark.integration

@@ -11,10 +11,10 @@ import pytest
 from clients.datasets import SLAKE, grpo_batch, read_jsonl
 from service.backends.base import SINGLE_STEP
 from service.backends.judge_openai import OpenAIJudge
-from service.protocol import RewardRequest
 from service.reward.profiles import PROFILES
 from service.reward.prompt import CHOICES, DEFAULT_PROMPT, VerdictPrompt, p_yes, read_verdict
 from service.reward.scorer import prepare
+from service.reward.wire import RewardRequest
 
 pytestmark = pytest.mark.integration
 

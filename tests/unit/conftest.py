@@ -47,7 +47,7 @@ def app_client() -> Callable[..., Any]:
 @pytest.fixture(scope="session")
 def served() -> Callable[..., Any]:
     """`with served(app, ready_path="/readyz") as url`: the app on a real loopback port in a thread."""
-    from service.bench import ServiceThread
+    from service.bench.main import ServiceThread
     from tests.integration.stack import free_port
 
     @contextmanager

@@ -5,7 +5,7 @@ import asyncio
 import pytest
 
 from service.backends.base import TransientBackendError
-from service.exceptions import InputRejected
+from service.runtime.exceptions import InputRejected
 from tests.unit.fakes import FakeJudge
 
 GOOD = {"response": "<X_RAY><thinking>t</thinking><answer>edema</answer>", "ground_truth": "<X_RAY>Pneumonia"}

@@ -30,7 +30,7 @@ def test_client_side_never_imports_the_service(package: str) -> None:
     assert {k: v for k, v in offenders.items() if v} == {}
 
 
-HTTP = "m.split('.')[0] in ('fastapi', 'starlette') or m in ('service.errors', 'service.app')"
+HTTP = "m.split('.')[0] in ('fastapi', 'starlette') or m in ('service.api.errors', 'service.app')"
 
 
 def _loaded(module: str, forbidden: str) -> str:
@@ -41,15 +41,15 @@ def _loaded(module: str, forbidden: str) -> str:
 
 @pytest.mark.parametrize("module", ["service.backends.judge_openai", "service.backends.embed_openai",
                                     "service.backends.judge_vllm", "service.backends.embed_st",
-                                    "service.backends.breaker", "service.cache", "service.batching",
-                                    "service.memo", "service.reward.rules", "service.reward.prompt"])
+                                    "service.backends.breaker", "service.runtime.cache", "service.runtime.batching",
+                                    "service.runtime.memo", "service.reward.rules", "service.reward.prompt"])
 def test_lower_layers_load_without_http_or_wire_models(module: str) -> None:
     loaded = _loaded(module, f"{HTTP} or m == 'service.protocol'")
     assert loaded == "[]", f"{module} pulls in {loaded}"
 
 
 # These build or read wire models (their results are what the HTTP layer sends), but know no HTTP themselves.
-@pytest.mark.parametrize("module", ["service.reward.scorer", "service.reward.openrlhf", "service.judge.evaluator"])
+@pytest.mark.parametrize("module", ["service.reward.scorer", "service.reward.openrlhf", "service.evaluation.evaluator"])
 def test_wire_model_users_load_without_http(module: str) -> None:
     loaded = _loaded(module, HTTP)
     assert loaded == "[]", f"{module} pulls in {loaded}"

@@ -1,4 +1,4 @@
-"""Each trainer framework, installed from PyPI in its own environment (tests/frameworks/envs.sh), drives our
+"""Each trainer framework, installed from PyPI in its own environment (drivers/envs.sh), drives our
 adapters through its own reward code against the real stack (the session's `service`); the scores it ends up
 holding must be the ones /reward returns for the same items, and an outage must surface as an exception or
 TRL's None, never as a 0."""
@@ -19,7 +19,7 @@ from clients.client import MedixClient
 from clients.contract import COMPONENTS
 from tests.integration.stack import ROOT, free_port
 
-FRAMEWORKS = ROOT / "tests" / "frameworks"
+FRAMEWORKS = Path(__file__).resolve().parent / "drivers"
 ENVS = ROOT / ".venvs"
 
 # Cases every framework scores: a right answer, a wrong one, an untagged label (null modality, 0 in the logs),
@@ -61,7 +61,7 @@ def tokenizer_dir() -> str:
 
 @pytest.fixture
 def drive(service, framework_env, tokenizer_dir, tmp_path) -> Callable[..., dict[str, Any]]:
-    """`drive(env, driver)`: run tests/frameworks/<driver> in that environment against the live service (and an
+    """`drive(env, driver)`: run drivers/<driver> in that environment against the live service (and an
     address where nothing answers, for the outage), from an empty folder and without MEDIX_* or PYTHONPATH, so
     everything it imports comes from the framework's environment; returns its report."""
 

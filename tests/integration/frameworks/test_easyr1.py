@@ -1,5 +1,5 @@
 """EasyR1's reward loading replayed on clients/adapters/easyr1.py, in an environment holding medix-client alone
-(tests/frameworks/drive_easyr1.py); and the client package installs and imports without the server."""
+(drivers/drive_easyr1.py); and the client package installs and imports without the server."""
 
 from __future__ import annotations
 

@@ -1,5 +1,5 @@
 """OpenRLHF 0.11.2's own remote-reward code posts to /get_reward and loads clients/adapters/openrlhf.py
-(tests/frameworks/drive_openrlhf.py)."""
+(drivers/drive_openrlhf.py)."""
 
 from __future__ import annotations
 

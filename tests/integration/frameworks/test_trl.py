@@ -1,4 +1,4 @@
-"""GRPOTrainer's own reward dispatch calls clients/adapters/trl.py (tests/frameworks/drive_trl.py): TRL 1.10.0,
+"""GRPOTrainer's own reward dispatch calls clients/adapters/trl.py (drivers/drive_trl.py): TRL 1.10.0,
 the oldest the project declares (MedixRewardSync), and TRL 1.14.0, the first that awaits MedixReward."""
 
 from __future__ import annotations

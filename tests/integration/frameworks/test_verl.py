@@ -1,4 +1,4 @@
-"""verl 0.9.1's own reward managers drive clients/adapters/verl.py (tests/frameworks/drive_verl.py)."""
+"""verl 0.9.1's own reward managers drive clients/adapters/verl.py (drivers/drive_verl.py)."""
 
 from __future__ import annotations
 

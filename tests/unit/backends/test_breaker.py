@@ -5,8 +5,8 @@ import pytest
 
 from service.backends.base import RetryPolicy, TransientBackendError, call_backend
 from service.backends.breaker import CircuitBreaker
-from service.exceptions import BackendUnavailable
-from service.metrics import Metrics
+from service.runtime.exceptions import BackendUnavailable
+from service.runtime.metrics import Metrics
 
 
 def state(m):

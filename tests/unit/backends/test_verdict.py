@@ -22,8 +22,8 @@ from service.backends.base import (
     single_step_completion,
 )
 from service.backends.judge_openai import OpenAIJudge
-from service.exceptions import InputRejected
 from service.reward.prompt import CHOICES, p_yes
+from service.runtime.exceptions import InputRejected
 
 # SmolLM2's tokenizer, as far as the verdict needs it: YES is `Y` + `ES`, NO is one token, `N` is one too.
 VOCAB = {"Y": 73, "E": 53, "ES": 2097, "N": 62, "NO": 13465, "Yes": 10539}

@@ -17,7 +17,7 @@ from clients.adapters.common import ItemFailed, checked
 from clients.adapters.trl import MedixReward, MedixRewardSync
 from clients.client import AsyncMedixClient, MedixClient, MedixError, MedixUnavailable
 from clients.contract import SCORE_KEYS, numeric_scores
-from service.exceptions import InputRejected
+from service.runtime.exceptions import InputRejected
 from tests.integration.stack import free_port
 from tests.unit.fakes import FakeJudge
 

@@ -5,16 +5,10 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 from clients.adapters.openrlhf import MIN_TAIL, ResponseNotFound, response_start
-from service.errors import InputRejected, InvalidRequest
-from service.protocol import (
-    ErrorDetail,
-    OpenRLHFRequest,
-    ProfileInfo,
-    RewardDetails,
-    RewardResponse,
-    RewardResult,
-)
+from service.api.errors import InputRejected, InvalidRequest
 from service.reward.openrlhf import from_reward_response, response_of, to_reward_request
+from service.reward.wire import OpenRLHFRequest, ProfileInfo, RewardDetails, RewardResponse, RewardResult
+from service.runtime.wire import ErrorDetail
 
 ANSWER = "<X_RAY><thinking>a</thinking><answer>x</answer>"
 QWEN = "<|im_start|>system\nYou are a radiologist.<|im_end|>\n<|im_start|>user\n{}Which disease?<|im_end|>\n" \

@@ -15,13 +15,13 @@ import pytest
 from hypothesis import HealthCheck, assume, example, given, settings
 from hypothesis import strategies as st
 
-from service.judge.rubric import strip_reasoning
-from service.protocol import RewardItem
+from service.evaluation.rubric import strip_reasoning
 from service.reward import rules
 from service.reward.profiles import PROFILES
 from service.reward.prompt import read_verdict
 from service.reward.rules import Modality
 from service.reward.scorer import prepare
+from service.reward.wire import RewardItem
 
 RAN: Counter[str] = Counter()
 

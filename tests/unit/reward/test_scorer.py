@@ -3,13 +3,13 @@ import itertools
 import pytest
 
 from service.backends.base import RetryPolicy
-from service.cache import Cache, MemoryStore
-from service.exceptions import BackendUnavailable, InvalidRequest
-from service.metrics import Metrics
-from service.protocol import RewardRequest
 from service.reward import rules
 from service.reward.prompt import DEFAULT_PROMPT
 from service.reward.scorer import RewardScorer
+from service.reward.wire import RewardRequest
+from service.runtime.cache import Cache, MemoryStore
+from service.runtime.exceptions import BackendUnavailable, InvalidRequest
+from service.runtime.metrics import Metrics
 from service.settings import Settings
 from tests.unit.fakes import FakeEmbedder, FakeJudge
 

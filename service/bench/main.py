@@ -1,0 +1,561 @@
+"""`medix-reward bench`: the published one-item-at-a-time reward against the service, in one process and one run.
+
+Both sides use the same judge server, judge prompt and embedding model on the same GRPO-shaped batch.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import itertools
+import os
+import statistics
+import subprocess
+import sys
+import threading
+import time
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import httpx
+import numpy as np
+
+from clients.datasets import DEFAULT_MIX, grpo_batch, read_jsonl
+from service.backends.base import Completion
+from service.backends.http import auth_headers
+from service.engine import cpu
+from service.reward import rules
+from service.reward.profiles import PROFILES
+from service.reward.prompt import CHOICES, DEFAULT_PROMPT, VerdictPrompt, p_yes, read_verdict
+from service.reward.scorer import prepare
+from service.reward.wire import RewardRequest
+from service.runtime.metrics import Metrics
+from service.settings import Settings
+
+PROFILE = PROFILES["medix-r1"]
+COLD_TARGET = 6.0  # the service, cold cache, against the published one-item-at-a-time reward
+
+
+@dataclass
+class BusyClock:
+    """Wall time during which at least one backend call was in flight."""
+
+    active: int = 0
+    since: float = 0.0
+    busy: float = 0.0
+
+    async def timed(self, fn: Callable[[], Awaitable[Any]]) -> Any:
+        if self.active == 0:
+            self.since = time.perf_counter()
+        self.active += 1
+        try:
+            return await fn()
+        finally:
+            self.active -= 1
+            if self.active == 0:
+                self.busy += time.perf_counter() - self.since
+
+
+@dataclass
+class Timed:
+    """A judge or embedder whose calls run on a BusyClock; everything else is the wrapped backend's."""
+
+    inner: Any
+    clock: BusyClock
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self.inner, name)
+
+    @property
+    def model_id(self) -> str:
+        return self.inner.model_id
+
+    async def complete(self, messages: list[dict[str, str]], **kw: Any) -> Completion:
+        return await self.clock.timed(lambda: self.inner.complete(messages, **kw))
+
+    async def verdict(self, messages: list[dict[str, str]], **kw: Any) -> Completion:
+        return await self.clock.timed(lambda: self.inner.verdict(messages, **kw))
+
+    async def embed(self, texts: list[str], **kw: Any) -> np.ndarray:
+        return await self.clock.timed(lambda: self.inner.embed(texts, **kw))
+
+
+@dataclass
+class Outcome:
+    seconds: list[float] = field(default_factory=list)
+    results: list[dict[str, Any]] = field(default_factory=list)
+    overhead_s: list[float] = field(default_factory=list)
+
+
+# -- the baseline: the published semantics, one item at a time -------------------------------------------
+async def baseline(items: list[dict[str, Any]], judge_url: str, model: str, encoder: Any) -> Outcome:
+    """One chat completion and one two-text encode per item that needs the backends; no cache, no batching."""
+    parsed = RewardRequest.model_validate({"items": items}).items
+    out = Outcome()
+    async with httpx.AsyncClient(base_url=judge_url, timeout=60) as client:
+        start = time.perf_counter()
+        for i, item in enumerate(parsed):
+            p = prepare(i, item, PROFILE)
+            verdict = sim = None
+            if p.decided_by == "backends":
+                body = {"model": model, "temperature": 0, "max_tokens": 4, "logprobs": True, "top_logprobs": 10,
+                        "messages": DEFAULT_PROMPT.messages(p.answer, p.reference, p.question, 4000),
+                        "structured_outputs": {"choice": CHOICES}, "chat_template_kwargs": {"enable_thinking": False}}
+                resp = (await client.post("/chat/completions", json=body)).json()["choices"][0]
+                verdict = read_verdict(resp["message"]["content"]) or "NO"
+                top = {t["token"]: t["logprob"] for t in resp["logprobs"]["content"][0]["top_logprobs"]}
+                vecs = encoder.encode([p.answer, p.reference], normalize_embeddings=True, show_progress_bar=False)
+                sim = float(np.dot(vecs[0], vecs[1]))
+                acc_llm, acc_embed = float(verdict == "YES"), float(sim >= PROFILE.embed_threshold)
+                p_y = p_yes(top, verdict)
+            else:
+                acc_llm = acc_embed = 1.0 if p.decided_by == "exact" else 0.0
+                p_y = None
+            overall = rules.compose(format_=p.format, accuracy_llm=acc_llm, accuracy_embed=acc_embed,
+                                    modality=p.modality, weights=PROFILE.weights,
+                                    content_weight=PROFILE.content_weight, format_weight=PROFILE.format_weight)
+            out.results.append({"format": p.format, "modality": p.modality, "accuracy_llm": acc_llm,
+                                "accuracy_embed": acc_embed, "overall": overall, "decided_by": p.decided_by,
+                                "verdict": verdict, "p_yes": p_y, "similarity": sim})
+        out.seconds.append(time.perf_counter() - start)
+    return out
+
+
+# -- the service, in this process on a real port -----------------------------------------------------------
+class ServiceThread:
+    def __init__(self, app: Any, port: int, ready_path: str = "/readyz", timeout_s: float = 300) -> None:
+        import uvicorn
+
+        self.ready_path, self.timeout_s = ready_path, timeout_s
+        self.server = uvicorn.Server(uvicorn.Config(app, host="127.0.0.1", port=port, log_level="warning"))
+        self.thread = threading.Thread(target=self.server.run, daemon=True)
+        self.url = f"http://127.0.0.1:{port}"
+
+    def __enter__(self) -> ServiceThread:
+        self.thread.start()
+        deadline = time.monotonic() + self.timeout_s
+        while time.monotonic() < deadline:
+            try:
+                if httpx.get(f"{self.url}{self.ready_path}", timeout=5).status_code == 200:
+                    return self
+            except httpx.HTTPError:
+                pass
+            time.sleep(0.2)
+        self.__exit__()
+        raise RuntimeError(f"the service did not answer {self.ready_path} in {self.timeout_s:.0f} s")
+
+    def __exit__(self, *exc: object) -> None:
+        self.server.should_exit = True
+        self.thread.join(30)
+
+
+async def service_run(url: str, items: list[dict[str, Any]], repeats: int, clock: BusyClock,
+                      clear_cache: Callable[[], Awaitable[None]] | None, key: str | None = None) -> Outcome:
+    out = Outcome()
+    headers = auth_headers(key)
+    async with httpx.AsyncClient(base_url=url, timeout=600, headers=headers) as client:
+        for _ in range(repeats):
+            if clear_cache:
+                await clear_cache()
+            busy0 = clock.busy
+            start = time.perf_counter()
+            resp = await client.post("/reward", json={"items": items})
+            elapsed = time.perf_counter() - start
+            resp.raise_for_status()
+            out.seconds.append(elapsed)
+            out.overhead_s.append(elapsed - (clock.busy - busy0))
+            out.results = resp.json()["results"]
+    return out
+
+
+def _pct(values: list[float], q: float) -> float:
+    return float(np.percentile(np.asarray(values), q)) if values else float("nan")
+
+
+def compare(base: list[dict[str, Any]], svc: list[dict[str, Any]]) -> dict[str, Any]:
+    det_mismatch = 0
+    judged = agree = 0
+    sim_diff = 0.0
+    for b, s in zip(base, svc, strict=True):
+        same = b["format"] == s["format"] and b["modality"] == s["modality"]
+        if b["decided_by"] != "backends":
+            same = same and b["accuracy_llm"] == s["accuracy_llm"] and b["accuracy_embed"] == s["accuracy_embed"]
+            same = same and b["decided_by"] == s["details"]["decided_by"]
+        else:
+            judged += 1
+            agree += b["verdict"] == s["details"]["judge_verdict"]
+            sim_diff = max(sim_diff, abs(b["similarity"] - s["details"]["similarity"]))
+        det_mismatch += not same
+    return {"deterministic_mismatches": det_mismatch, "judged_items": judged,
+            "verdict_agreement": agree / judged if judged else 1.0, "max_similarity_diff": sim_diff}
+
+
+# -- the engine check: how fast the judge engine gives verdicts, one at a time and 16 at once --------------------
+# Prompts of three lengths for the price of a prompt token; the short one is two lines.
+SHORT_PROMPT = VerdictPrompt(version="bench-short", system="Reply YES or NO.",
+                             user="Reference: {reference}\nCandidate: {answer}\nSame answer? YES or NO.")
+LONG_PROMPT = VerdictPrompt(version="bench-long", system="\n\n".join([DEFAULT_PROMPT.system] * 3),
+                            user=DEFAULT_PROMPT.user)
+PATHS = {"constrained": "constrained (max_tokens 4)", "single-step": "single step (max_tokens 1)"}
+
+
+def judged_pairs(items: list[dict[str, Any]]) -> list[tuple[str, str]]:
+    """The distinct (answer, reference) pairs of the batch that need the judge, in order."""
+    parsed = RewardRequest.model_validate({"items": items}).items
+    prepared = (prepare(i, item, PROFILE) for i, item in enumerate(parsed))
+    return list(dict.fromkeys((p.answer, p.reference) for p in prepared if p.decided_by == "backends"))
+
+
+async def prompt_tokens(judge_url: str, model: str, prompt: VerdictPrompt, pair: tuple[str, str]) -> int | None:
+    root = judge_url.rstrip("/").removesuffix("/v1")
+    body = {"model": model, "messages": prompt.messages(pair[0], pair[1], None, 4000), "add_generation_prompt": True}
+    try:
+        async with httpx.AsyncClient(timeout=30) as client:
+            return int((await client.post(f"{root}/tokenize", json=body)).json()["count"])
+    except (httpx.HTTPError, KeyError, ValueError):
+        return None
+
+
+async def engine_check(judge: Any, pairs: list[tuple[str, str]], *, judge_url: str, model: str,
+                       top_logprobs: int, concurrency: int = 16, sequential: int = 8,
+                       cost_pairs: int = 32, prompt_cost: bool = True) -> dict[str, Any]:
+    """Verdicts per second one at a time and `concurrency` at once, on the constrained call and on the judge's
+    verdict path (single step where it took); then the single step on prompts of three lengths, with every prompt
+    token computed, and with the shared system prompt left to the engine's prefix cache as the service does.
+
+    Every run's system prompt starts with its own tag, so that no run finds another's prompts in the engine's
+    prefix cache; within a run the shared system prompt is cached after a first call (in whole blocks: 128 tokens
+    on vLLM's CPU backend), as in the service, unless each call has its own tag (`shared=False`)."""
+    tags = itertools.count()
+
+    async def call(path: str, prompt: VerdictPrompt, pair: tuple[str, str]) -> Completion:
+        messages = prompt.messages(pair[0], pair[1], None, 4000)
+        if path == "constrained":
+            return await judge.complete(messages, max_tokens=4, choice=CHOICES, top_logprobs=top_logprobs)
+        return await judge.verdict(messages, choices=CHOICES, max_tokens=4, top_logprobs=top_logprobs)
+
+    async def run(path: str, prompt: VerdictPrompt, todo: list[tuple[str, str]], at_once: int,
+                  shared: bool = True) -> float:
+        tag = next(tags)
+
+        def tagged(i: int) -> VerdictPrompt:
+            label = f"[bench run {tag}]" if shared else f"[bench run {tag}.{i}]"
+            return VerdictPrompt(version=prompt.version, system=f"{label} {prompt.system}", user=prompt.user)
+
+        await call(path, tagged(-1), ("warm-up", "warm-up"))
+        slots = asyncio.Semaphore(at_once)
+
+        async def one(i: int, pair: tuple[str, str]) -> None:
+            async with slots:
+                await call(path, tagged(i), pair)
+
+        start = time.perf_counter()
+        await asyncio.gather(*(one(i, pair) for i, pair in enumerate(todo)))
+        return time.perf_counter() - start
+
+    out: dict[str, Any] = {"pairs": len(pairs), "concurrency": concurrency, "judge": judge.describe()}
+    for path in PATHS:
+        one_s = await run(path, DEFAULT_PROMPT, pairs[:sequential], 1)
+        many_s = await run(path, DEFAULT_PROMPT, pairs, concurrency)
+        one_rate, many_rate = min(sequential, len(pairs)) / one_s, len(pairs) / many_s
+        out[path] = {"one_at_a_time_per_s": one_rate, "at_once_per_s": many_rate,
+                     "ms_per_verdict": 1000 / many_rate, "batching_gain": many_rate / one_rate}
+    costs: list[dict[str, Any]] = []
+    few = pairs[:cost_pairs]
+    lengths = (("two-line", SHORT_PROMPT), ("default", DEFAULT_PROMPT), ("long", LONG_PROMPT)) if prompt_cost else ()
+    for name, prompt in lengths:
+        every = await run("single-step", prompt, few, concurrency, shared=False)
+        cached = await run("single-step", prompt, few, concurrency, shared=True)
+        costs.append({"prompt": name, "tokens": await prompt_tokens(judge_url, model, prompt, few[0]),
+                      "ms_per_verdict": 1000 * every / len(few), "ms_per_verdict_cached": 1000 * cached / len(few)})
+    known = [(c["tokens"], c["ms_per_verdict"]) for c in costs if c["tokens"] is not None]
+    if len(known) >= 2:
+        slope, _ = np.polyfit([t for t, _ in known], [m for _, m in known], 1)
+        out["ms_per_100_prompt_tokens"] = float(slope) * 100
+    out["prompt_cost"] = costs
+    out["cost_pairs"] = len(few)
+    return out
+
+
+def start_judge_server(port: int, eager: bool, log: Path, dtype: str | None = None) -> subprocess.Popen[bytes]:
+    argv = [sys.executable, "-m", "service.cli", "judge-server", "--port", str(port)] + (["--eager"] if eager else [])
+    argv += ["--dtype", dtype] if dtype else []
+    # vLLM's development routes give /reset_prefix_cache: each load run starts from an empty engine cache.
+    env = {**os.environ, "VLLM_SERVER_DEV_MODE": "1"}
+    return subprocess.Popen(argv, stdout=log.open("wb"), stderr=subprocess.STDOUT, start_new_session=True, env=env)
+
+
+def wait_judge(url: str, proc: subprocess.Popen[bytes] | None, timeout: float = 600) -> str:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if proc is not None and proc.poll() is not None:
+            raise RuntimeError("the judge server exited during start-up")
+        try:
+            r = httpx.get(f"{url}/models", timeout=3)
+            if r.status_code == 200:
+                return str(r.json()["data"][0]["id"])
+        except httpx.HTTPError:
+            pass
+        time.sleep(1)
+    raise RuntimeError(f"no judge server at {url}")
+
+
+MODES = ("engine", "baseline", "limit", "per-sample", "fairness")
+BENCH_KEYS = {"key1": "bench-tenant-a", "key2": "bench-tenant-b"}  # tenants key1 (A) and key2 (B)
+
+
+def run_bench(*, data: Path, questions: int, samples: int, seed: int, judge_url: str | None, eager: bool,
+              warm_repeats: int, cold_repeats: int, port: int, log: Callable[[str], None],
+              dtype: str | None = None, engine_pairs: int = 64, prompt_cost: bool = True,
+              modes: tuple[str, ...] = MODES) -> dict[str, Any]:
+    from sentence_transformers import SentenceTransformer
+
+    from service.app import build_app, make_embedder, make_judge
+    from service.backends.embed_st import bundled_model_path
+    from service.bench import load
+
+    rows = list(read_jsonl(data))
+    items = grpo_batch(rows, questions, samples, seed=seed)
+    kinds = {k: sum(i["kind"] == k for i in items) for k in DEFAULT_MIX}
+    judge_proc = None
+    engine: dict[str, Any] | None = None
+    out: dict[str, Any] = {"items": len(items), "mix": kinds, "modes": list(modes)}
+    if judge_url is None:
+        jport = port + 100
+        judge_url = f"http://127.0.0.1:{jport}/v1"
+        engine_dtype, why = cpu.engine_dtype(dtype or Settings().judge_dtype)
+        log(f"starting the judge server ({'eager' if eager else 'compiled'}, {engine_dtype}: {why}) on core 0 ...")
+        judge_proc = start_judge_server(jport, eager, Path(os.environ.get("TMPDIR", "/tmp")) / "medix-bench-judge.log",
+                                        engine_dtype)
+    else:
+        engine_dtype = "set by the judge server at --judge-url"
+    try:
+        model = wait_judge(judge_url, judge_proc)
+        cpu.pin_service(cpu.engine_cores("auto"))
+        # A long judge timeout: on an engine that does not batch (bf16 emulated on a CPU), verdicts queue for minutes.
+        settings = Settings(judge_backend="openai", judge_url=judge_url, judge_model=model, engine_cpus="",
+                            pin_service=False, max_items_per_request=max(4096, len(items)), judge_timeout_s=600,
+                            api_keys=list(BENCH_KEYS.values()))
+        key_a, key_b = BENCH_KEYS["key1"], BENCH_KEYS["key2"]
+        clock = BusyClock()
+        judge = Timed(make_judge(settings), clock)
+        metrics = Metrics()
+        embedder = Timed(make_embedder(settings, metrics), clock)
+        app = build_app(settings, judge=judge, embedder=embedder, metrics=metrics)
+        encoder = SentenceTransformer(bundled_model_path())
+        log(f"batch: {questions} questions x {samples} samples = {len(items)} items; mix {kinds}")
+        # Warm the judge server's compiled paths and the encoders once, outside the clocks.
+        asyncio.run(baseline(items[:8], judge_url, model, encoder))
+        if "engine" in modes and engine_pairs:
+            log(f"engine check: {engine_pairs} verdicts, one at a time and 16 at once, per path and prompt length ...")
+
+            async def check() -> dict[str, Any]:
+                checked = make_judge(settings)
+                await checked.start()
+                try:
+                    return await engine_check(checked, judged_pairs(items)[:engine_pairs], judge_url=judge_url,
+                                              model=model, top_logprobs=settings.verdict_top_logprobs,
+                                              prompt_cost=prompt_cost)
+                finally:
+                    await checked.close()
+
+            engine = asyncio.run(check())
+        base = None
+        if "baseline" in modes:
+            log("baseline: one item at a time ...")
+            asyncio.run(load.reset_prefix_cache(judge_url))  # from an empty engine cache, as the cold runs
+            base = asyncio.run(baseline(items, judge_url, model, encoder))
+        with ServiceThread(app, port) as svc:
+            store = app.state.scorer.cache.store
+            fresh = load.Fresh(judge_url, store.clear)
+            if base is not None:
+                log("service: cold cache ...")
+                # Cold: the reward cache cleared and the engine's prefix cache emptied, as for a new batch's
+                # prompts; then the same with the engine still holding this batch's prompts (a repeated batch).
+                cold = asyncio.run(service_run(svc.url, items, cold_repeats, clock, fresh, key_a))
+
+                async def clear_only() -> None:
+                    await fresh(empty_prefix=False)
+
+                log("service: reward cache cleared, engine holding the prompts ...")
+                held = asyncio.run(service_run(svc.url, items, cold_repeats, clock, clear_only, key_a))
+                log("service: warm cache ...")
+                warm = asyncio.run(service_run(svc.url, items, warm_repeats, clock, None, key_a))
+                out.update(baseline_section(items, base, cold, warm, held))
+            if "limit" in modes:
+                log(f"limit: the batch's judge calls straight at the engine vs the service, {cold_repeats} each ...")
+                out["limit"] = asyncio.run(limit_section(app, settings, items, fresh, svc.url, key_a,
+                                                         cold_repeats, metrics, make_judge))
+            if "per-sample" in modes:
+                log(f"per-sample: {len(items)} one-item requests at once vs one {len(items)}-item request ...")
+                out["per_sample"] = asyncio.run(per_sample_section(svc.url, items, fresh, key_a))
+            if "fairness" in modes:
+                small = grpo_batch(rows, max(1, 64 // samples), samples, seed=seed + 1000)
+                bursts = [grpo_batch(rows, questions, samples, seed=seed + 2000 + i) for i in range(4)]
+                log(f"fairness: tenant B's {len(small)}-item batch alone, then beside tenant A's 4 x "
+                    f"{len(items)}-item batches ...")
+                fair = asyncio.run(load.fairness(svc.url, small, bursts, key_a=key_a, key_b=key_b, fresh=fresh))
+                out["fairness"] = {**fair.__dict__, "small_items": len(small), "target": load.FAIRNESS_TARGET}
+            out["prefix_cache_reset"] = fresh.prefix_reset
+    finally:
+        if judge_proc is not None:
+            judge_proc.terminate()
+            judge_proc.wait(30)
+    out.update({
+        "judge_model": model,
+        "judge_mode": ("eager" if eager else "compiled") if judge_proc is not None else "server at --judge-url",
+        "dtype": engine_dtype, "cpu": cpu.cpu_summary(), "verdict": judge.describe(), "engine": engine,
+    })
+    return out
+
+
+def baseline_section(items: list[dict[str, Any]], base: Outcome, cold: Outcome, warm: Outcome,
+                     held: Outcome) -> dict[str, Any]:
+    n = len(items)
+    base_ips = n / base.seconds[0]
+
+    def row(run: Outcome) -> dict[str, float]:
+        ips = n / statistics.median(run.seconds)
+        return {"items_per_s": ips, "ratio": ips / base_ips, "p50_s": _pct(run.seconds, 50),
+                "p99_s": _pct(run.seconds, 99), "overhead_s_p50": _pct(run.overhead_s, 50)}
+
+    return {"baseline": {"items_per_s": base_ips, "seconds": base.seconds[0]},
+            "cold": row(cold), "held": row(held), "warm": row(warm),
+            "agreement": compare(base.results, cold.results)}
+
+
+async def limit_section(app: Any, settings: Settings, items: list[dict[str, Any]], fresh: Any, url: str, key: str,
+                        repeats: int, metrics: Metrics, make_judge: Callable[[Settings], Any]) -> dict[str, Any]:
+    """Engine alone and the service, alternated, each from empty caches; the service's phases over its runs."""
+    from service.bench import load
+
+    calls = load.judged_calls(app.state.scorer, items)
+    direct = make_judge(settings)
+    await direct.start()
+    engine_s: dict[str, list[float]] = {"all at once": [], "one call first": []}
+    service_s: list[float] = []
+    phases = {p: 0.0 for p in load.phase_seconds(metrics)}
+    try:
+        for _ in range(repeats):
+            for way, runs in engine_s.items():
+                await fresh()
+                runs.append(await load.engine_alone(direct, calls, concurrency=settings.judge_concurrency,
+                                                    max_tokens=settings.verdict_max_tokens,
+                                                    top_logprobs=settings.verdict_top_logprobs,
+                                                    pilot=way == "one call first"))
+            await fresh()
+            before = load.phase_seconds(metrics)
+            service_s.append(await load.one_batch(url, items, key))
+            phases = {p: phases[p] + v - before[p] for p, v in load.phase_seconds(metrics).items()}
+    finally:
+        await direct.close()
+    engine_med = {way: statistics.median(runs) for way, runs in engine_s.items()}
+    limit = min(engine_med.values())  # the engine's own limit: the faster way of sending it the calls
+    service_med = statistics.median(service_s)
+    return {"judge_calls": len(calls), "concurrency": settings.judge_concurrency, "engine_s": engine_s,
+            "service_s": service_s, "engine_median_s": engine_med, "engine_limit_s": limit,
+            "service_median_s": service_med, "ratio": limit / service_med, "target": load.LIMIT_TARGET,
+            "phases_s_per_request": {p: v / repeats for p, v in phases.items()}}
+
+
+async def per_sample_section(url: str, items: list[dict[str, Any]], fresh: Any, key: str) -> dict[str, Any]:
+    """One batch request and one request per item, with the engine's prefix cache emptied and then warm."""
+    from service.bench import load
+
+    out: dict[str, Any] = {"target": load.PER_SAMPLE_TARGET}
+    for prefix in ("emptied", "warm"):
+        await fresh(empty_prefix=prefix == "emptied")
+        batch = await load.one_batch(url, items, key)
+        await fresh(empty_prefix=prefix == "emptied")
+        each = await load.per_sample(url, items, key)
+        out[prefix] = {"batch_s": batch, "per_sample_s": each.seconds, "ratio": each.seconds / batch,
+                       "replies_429": each.replies_429, "unscored": each.unscored}
+    return out
+
+
+def report(r: dict[str, Any], echo: Callable[[str], None], show: Callable[[Any], None]) -> bool:
+    """Print the bench's tables and ratios; False when the service's deterministic components disagreed with the
+    baseline's (the one outcome that fails the bench)."""
+    from rich.table import Table
+
+    verdict = r["verdict"]
+    echo(f"judge {r['judge_model']} ({r['judge_mode']}), dtype {r['dtype']}; verdict: "
+         f"{verdict.get('verdict')} ({verdict.get('verdict_reason', '')})\nCPU: {r['cpu']}")
+    if r.get("prefix_cache_reset") is False:
+        echo("note: the judge server does not offer /reset_prefix_cache; runs may reuse each other's prefixes")
+    if r["engine"]:
+        e = r["engine"]
+        engine = Table(title=f"engine check: {e['pairs']} distinct verdicts, default prompt")
+        for col in ("path", "verdicts/s, 1 at a time", f"verdicts/s, {e['concurrency']} at once", "batching gain",
+                    "engine ms/verdict"):
+            engine.add_column(col, justify="right")
+        for path, label in PATHS.items():
+            x = e[path]
+            engine.add_row(label, f"{x['one_at_a_time_per_s']:.2f}", f"{x['at_once_per_s']:.2f}",
+                           f"{x['batching_gain']:.1f}x", f"{x['ms_per_verdict']:.0f}")
+        show(engine)
+        if e["prompt_cost"]:
+            cost = Table(title=f"prompt length (single step, {e['cost_pairs']} verdicts, {e['concurrency']} at once)")
+            for col in ("prompt", "prompt tokens", "ms/verdict, every token computed",
+                        "ms/verdict, system prompt cached"):
+                cost.add_column(col, justify="right")
+            for c in e["prompt_cost"]:
+                cost.add_row(c["prompt"], str(c["tokens"] or "?"), f"{c['ms_per_verdict']:.0f}",
+                             f"{c['ms_per_verdict_cached']:.0f}")
+            show(cost)
+        if "ms_per_100_prompt_tokens" in e:
+            echo(f"a judge prompt costs {e['ms_per_100_prompt_tokens']:.0f} ms of engine time per verdict "
+                 "per 100 tokens computed")
+    ok = True
+    if "baseline" in r:
+        table = Table(title=f"{r['items']} items, judge {r['judge_model']} ({r['judge_mode']}, {r['dtype']}), "
+                      f"mix {r['mix']}")
+        for col in ("run", "items/s", "x baseline", "p50 s", "p99 s", "overhead p50 ms"):
+            table.add_column(col, justify="right")
+        table.add_row("baseline (1 item at a time)", f"{r['baseline']['items_per_s']:.1f}", "1.0",
+                      f"{r['baseline']['seconds']:.2f}", "", "")
+        rows = {"cold": "service, cold (caches emptied)", "held": "service, cold, engine holding the prompts",
+                "warm": "service, warm cache"}
+        for name, label in rows.items():
+            x = r[name]
+            table.add_row(label, f"{x['items_per_s']:.1f}", f"{x['ratio']:.1f}",
+                          f"{x['p50_s']:.3f}", f"{x['p99_s']:.3f}", f"{x['overhead_s_p50'] * 1000:.1f}")
+        show(table)
+        echo(f"cold: {r['cold']['ratio']:.1f}x the sequential baseline (target {COLD_TARGET:g}x); "
+             f"{r['held']['ratio']:.1f}x with the engine still holding the batch's prompts")
+        a = r["agreement"]
+        echo(f"deterministic component mismatches: {a['deterministic_mismatches']} of {r['items']}; "
+             f"judge verdict agreement {a['verdict_agreement']:.1%} on {a['judged_items']} judged items; "
+             f"max similarity difference {a['max_similarity_diff']:.2e}")
+        ok = not a["deterministic_mismatches"]
+    if "limit" in r:
+        x = r["limit"]
+        phases = Table(title=f"service phases, seconds per cold {r['items']}-item request (phases overlap: judge "
+                       "and embed run together; judge_queue and judge_call are summed over calls)")
+        for col in ("phase", "s per request"):
+            phases.add_column(col, justify="right")
+        for name, seconds in x["phases_s_per_request"].items():
+            phases.add_row(name, f"{seconds:.3f}")
+        show(phases)
+        per_call = {k: x["phases_s_per_request"][k] / max(1, x["judge_calls"]) for k in ("judge_queue", "judge_call")}
+        echo(f"per judge call: {per_call['judge_queue']:.3f} s waiting for a slot, {per_call['judge_call']:.3f} s "
+             "at the engine (mean)")
+        ways = ", ".join(f"{way} {sec:.2f} s" for way, sec in x["engine_median_s"].items())
+        echo(f"engine limit: the batch's {x['judge_calls']} judge calls straight at the engine ({x['concurrency']} in "
+             f"flight): {ways}; the service's cold batch {x['service_median_s']:.2f} s (medians of "
+             f"{len(x['service_s'])}): {x['ratio']:.2f} of the engine's limit (target >= {x['target']:g})")
+    if "per_sample" in r:
+        x = r["per_sample"]
+        for prefix in ("emptied", "warm"):
+            y = x[prefix]
+            echo(f"per-sample, engine prefix cache {prefix}: {r['items']} one-item requests at once "
+                 f"{y['per_sample_s']:.2f} s vs one {r['items']}-item request {y['batch_s']:.2f} s: "
+                 f"{y['ratio']:.2f}x (target <= {x['target']:g}x); {y['replies_429']} replies 429, "
+                 f"{y['unscored']} items unscored")
+    if "fairness" in r:
+        x = r["fairness"]
+        echo(f"fairness: tenant B's {x['small_items']}-item batch alone {x['alone_s']:.2f} s, beside tenant A's "
+             f"{x['burst_items']} items in flight {x['beside_s']:.2f} s: {x['ratio']:.2f}x "
+             f"(target <= {x['target']:g}x); A's burst took {x['burst_s']:.1f} s")
+    return ok

@@ -1,0 +1,146 @@
+"""Evaluating a /judge batch: strip reasoning -> dedup -> one cache round trip -> rounds concurrently -> summary."""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass
+
+from clients.evaluation import summarise
+from service.backends.base import UNRESOLVED_MODEL, JudgeBackend, RetryPolicy, call_backend
+from service.backends.breaker import CircuitBreaker
+from service.evaluation import prompts, rubric
+from service.evaluation.prompts import Rubric
+from service.evaluation.wire import JudgeItem, JudgeRequest, JudgeResponse, JudgeResult, JudgeSummary
+from service.runtime.cache import Cache
+from service.runtime.exceptions import InputRejected
+from service.runtime.memo import Memo
+from service.runtime.metrics import Metrics
+from service.runtime.scheduling import ANONYMOUS, FairSlots
+from service.runtime.wire import ErrorDetail
+
+
+@dataclass(frozen=True, slots=True)
+class ItemFailed:
+    """This item could not be judged (its failure is reported with it; the batch goes on). Not cached."""
+
+    type: str
+    message: str
+
+
+@dataclass(frozen=True, slots=True)
+class Case:
+    """What is judged: the item with reasoning stripped and its rubric settled."""
+
+    rubric: Rubric
+    question: str
+    reference: str
+    prediction: str
+
+
+@dataclass(frozen=True, slots=True)
+class Judged:
+    votes: list[int]
+    replies: list[str]
+
+    def encode(self) -> bytes:
+        return json.dumps({"votes": self.votes, "replies": self.replies}).encode()
+
+    @classmethod
+    def decode(cls, raw: bytes) -> Judged:
+        d = json.loads(raw)
+        return cls(list(d["votes"]), list(d["replies"]))
+
+
+class Evaluator:
+    def __init__(self, *, judge: JudgeBackend, cache: Cache, metrics: Metrics, policy: RetryPolicy,
+                 judge_slots: FairSlots, retry_after_s: int, task_rubrics: dict[str, Rubric],
+                 max_tokens: int, parse_retries: int, max_chars: int,
+                 breaker: CircuitBreaker | None = None) -> None:
+        self.judge = judge
+        self.cache = cache
+        self.metrics = metrics
+        self._policy = policy
+        self._slots = judge_slots
+        self._retry_after = retry_after_s
+        self._task_rubrics = task_rubrics
+        self._max_tokens = max_tokens
+        self._parse_retries = parse_retries
+        self._max_chars = max_chars
+        self._memo: Memo[Judged | ItemFailed] = Memo(Judged.encode, Judged.decode)
+        self._breaker = breaker
+
+    def case(self, item: JudgeItem) -> Case:
+        chosen: Rubric = item.rubric or self._task_rubrics.get(item.task, "binary")
+        m = self._max_chars
+        return Case(chosen, item.question[:m], item.reference[:m], rubric.strip_reasoning(item.prediction)[:m])
+
+    def key(self, case: Case, rounds: int) -> str:
+        return self.cache.key("eval", self.judge.model_id, prompts.fingerprint(case.rubric), case.rubric, str(rounds),
+                              case.question, case.reference, case.prediction)
+
+    async def evaluate(self, request: JudgeRequest, tenant: str = ANONYMOUS) -> JudgeResponse:
+        self.metrics.items.labels("/judge").inc(len(request.items))
+        cases = [self.case(it) for it in request.items]
+        keys = [self.key(c, request.rounds) for c in cases]
+        distinct = dict(zip(keys, cases, strict=True))
+
+        cached = self.judge.model_id != UNRESOLVED_MODEL  # never read or write under a placeholder model id
+        raw = (await self.cache.lookup({"judge": list(distinct) if cached else []}))["judge"]
+        done: dict[str, Judged | ItemFailed] = dict(self._memo.hits(distinct, raw)) if cached else {}
+        hits = set(done)
+        fresh = await self._memo.compute({k: c for k, c in distinct.items() if k not in done},
+                                         lambda c: self._judge_case(c, request.rounds, tenant), tenant)
+        done.update(fresh)
+        if cached:
+            await self.cache.store_many(self._memo.encoded({k: v for k, v in fresh.items() if isinstance(v, Judged)}))
+
+        results = []
+        for i, (item, case, key) in enumerate(zip(request.items, cases, keys, strict=True)):
+            out = done[key]
+            if isinstance(out, ItemFailed):
+                results.append(JudgeResult(id=item.id, task=item.task, rubric=case.rubric, score=None, votes=[],
+                                           error=ErrorDetail(type=out.type, message=out.message,
+                                                             param=f"items[{i}]")))
+                continue
+            score, raw = rubric.aggregate(out.votes, case.rubric)
+            results.append(JudgeResult(
+                id=item.id, task=item.task, rubric=case.rubric, score=score,
+                raw_score=raw if case.rubric == "report" else None, votes=out.votes,
+                replies=out.replies if request.explain else None, cached=key in hits))
+        summary = summarise((r.model_dump() for r in results), intervals=False)  # TaskSummary has no CI fields
+        return JudgeResponse(results=results, summary=JudgeSummary.model_validate(summary),
+                             judge_model=self.judge.model_id, prompt_version=prompts.PROMPT_VERSION)
+
+    async def _judge_case(self, case: Case, rounds: int, tenant: str) -> Judged | ItemFailed:
+        """All rounds of one conversation; a reply that never parses fails this item only."""
+        messages = prompts.first_messages(case.rubric, case.question, case.reference, case.prediction)
+        schema = prompts.schema(case.rubric)
+        votes: list[int] = []
+        replies: list[str] = []
+        for r in range(rounds):
+            text, score = "", None
+            for attempt in range(self._parse_retries + 1):
+                budget = self._max_tokens * (2 ** attempt)
+
+                async def ask(msgs: list[dict[str, str]] = messages, budget: int = budget) -> str:
+                    return (await self.judge.complete(msgs, max_tokens=budget, json_schema=schema)).text
+
+                # The slot is taken before the breaker check and outside the retry timeout, as /reward does:
+                # waiting behind a big batch is not a backend timeout, and a half-open probe holds its slot.
+                try:
+                    async with self._slots.slot(tenant):
+                        text = await call_backend("judge", ask, self._policy, self.metrics, self._retry_after,
+                                                  self._breaker)
+                except InputRejected as exc:
+                    return ItemFailed("input_rejected", f"round {r + 1}: judge: {exc.message}")
+                score = rubric.parse_score(text, case.rubric)
+                if score is not None:
+                    break
+            if score is None:
+                return ItemFailed("unparseable_reply",
+                                  f"round {r + 1}: the judge's reply did not parse after retries: {text[:120]!r}")
+            votes.append(score)
+            replies.append(text)
+            messages = [*messages, {"role": "assistant", "content": text},
+                        {"role": "user", "content": prompts.RECHECK}]
+        return Judged(votes, replies)

@@ -1,0 +1,160 @@
+"""Verdict and embedding cache: Redis (shared by replicas) or an in-process LRU, behind one interface.
+
+A cache failure is a miss, counted and logged; it never fails a request.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import logging
+import time
+from collections import OrderedDict
+from typing import Any, Protocol
+
+from service.runtime.exceptions import redact
+from service.runtime.metrics import Metrics
+
+# The model id of a server backend before it has been learned from the server: never part of a cache key.
+UNRESOLVED_MODEL = "unresolved"
+
+log = logging.getLogger("medix.cache")
+
+
+class CacheStore(Protocol):
+    name: str
+
+    async def get_many(self, keys: list[str]) -> list[bytes | None]: ...
+
+    async def set_many(self, entries: dict[str, bytes], ttl_s: int) -> None: ...
+
+    async def health(self) -> dict[str, Any]: ...
+
+    async def close(self) -> None: ...
+
+
+class MemoryStore:
+    """Bounded LRU with per-entry expiry; single event loop, so no locking."""
+
+    name = "memory"
+
+    def __init__(self, max_entries: int) -> None:
+        self._max = max_entries
+        self._data: OrderedDict[str, tuple[float, bytes]] = OrderedDict()
+
+    async def get_many(self, keys: list[str]) -> list[bytes | None]:
+        now, out = time.monotonic(), []
+        for k in keys:
+            hit = self._data.get(k)
+            if hit is None or hit[0] < now:
+                out.append(None)
+                continue
+            self._data.move_to_end(k)
+            out.append(hit[1])
+        return out
+
+    async def set_many(self, entries: dict[str, bytes], ttl_s: int) -> None:
+        if self._max <= 0:
+            return
+        expires = time.monotonic() + ttl_s
+        for k, v in entries.items():
+            self._data[k] = (expires, v)
+            self._data.move_to_end(k)
+        while len(self._data) > self._max:
+            self._data.popitem(last=False)
+
+    async def health(self) -> dict[str, Any]:
+        return {"entries": len(self._data), "max_entries": self._max}
+
+    def clear(self) -> None:
+        self._data.clear()
+
+    async def close(self) -> None:
+        self.clear()
+
+
+class RedisStore:
+    name = "redis"
+
+    def __init__(self, url: str, timeout_s: float) -> None:
+        import redis.asyncio as redis
+
+        self.client = redis.Redis.from_url(
+            url, socket_timeout=timeout_s, socket_connect_timeout=timeout_s, retry_on_timeout=False
+        )
+
+    async def get_many(self, keys: list[str]) -> list[bytes | None]:
+        return list(await self.client.mget(keys))
+
+    async def set_many(self, entries: dict[str, bytes], ttl_s: int) -> None:
+        async with self.client.pipeline(transaction=False) as pipe:
+            for k, v in entries.items():
+                pipe.set(k, v, ex=ttl_s)
+            await pipe.execute()
+
+    async def health(self) -> dict[str, Any]:
+        await self.client.ping()
+        return {"ok": True}
+
+    async def close(self) -> None:
+        await self.client.aclose()
+
+
+class Cache:
+    """Degrade-to-miss facade: one round trip per batch, counted per kind (judge | embed)."""
+
+    def __init__(self, store: CacheStore, *, namespace: str, ttl_s: int, metrics: Metrics,
+                 down_s: float = 2.0) -> None:
+        self.store = store
+        self._ns = namespace
+        self._ttl = ttl_s
+        self._metrics = metrics
+        self._down_s = down_s
+        self._down_until = 0.0
+
+    def key(self, kind: str, *parts: str) -> str:
+        h = hashlib.sha256("\x1f".join(parts).encode()).hexdigest()
+        return f"{self._ns}:{kind}:{h}"
+
+    def _record_error(self, exc: BaseException) -> None:
+        self._down_until = time.monotonic() + self._down_s
+        log.warning("cache %s failed, serving without it for %.1fs: %r", self.store.name, self._down_s, exc)
+
+    async def lookup(self, keys_by_kind: dict[str, list[str]]) -> dict[str, list[bytes | None]]:
+        flat = [k for keys in keys_by_kind.values() for k in keys]
+        values: list[bytes | None] | None = None
+        if flat and time.monotonic() >= self._down_until:
+            try:
+                values = await self.store.get_many(flat)
+            except Exception as exc:
+                self._record_error(exc)
+        out: dict[str, list[bytes | None]] = {}
+        i = 0
+        for kind, keys in keys_by_kind.items():
+            if values is None:
+                out[kind] = [None] * len(keys)
+                if keys:
+                    self._metrics.cache_requests.labels(kind, "error").inc(len(keys))
+            else:
+                out[kind] = values[i:i + len(keys)]
+                hits = sum(v is not None for v in out[kind])
+                self._metrics.cache_requests.labels(kind, "hit").inc(hits)
+                self._metrics.cache_requests.labels(kind, "miss").inc(len(keys) - hits)
+            i += len(keys)
+        return out
+
+    async def store_many(self, entries: dict[str, bytes]) -> None:
+        if not entries or time.monotonic() < self._down_until:
+            return
+        try:
+            await self.store.set_many(entries, self._ttl)
+        except Exception as exc:
+            self._record_error(exc)
+
+    async def health(self) -> dict[str, Any]:
+        try:
+            return {"backend": self.store.name, **(await self.store.health())}
+        except Exception as exc:
+            return {"backend": self.store.name, "ok": False, "error": redact(repr(exc), 200)}
+
+    async def close(self) -> None:
+        await self.store.close()

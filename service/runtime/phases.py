@@ -1,0 +1,51 @@
+"""Where a request's time goes: each phase timed into medix_phase_duration_seconds, and one debug trace line.
+
+The request id travels in a context variable that the HTTP guard sets, so the core can name the request in
+its trace without knowing HTTP.
+"""
+
+from __future__ import annotations
+
+import contextvars
+import logging
+import time
+from collections.abc import Awaitable, Iterator
+from contextlib import contextmanager
+from typing import Any, TypeVar
+
+from service.runtime.metrics import Metrics
+
+T = TypeVar("T")
+request_id: contextvars.ContextVar[str | None] = contextvars.ContextVar("medix_request_id", default=None)
+log = logging.getLogger("medix.trace")
+
+
+class PhaseTimer:
+    def __init__(self, metrics: Metrics) -> None:
+        self._metrics = metrics
+        self.seconds: dict[str, float] = {}
+        self._start = time.perf_counter()
+
+    def record(self, phase: str, seconds: float) -> None:
+        self.seconds[phase] = self.seconds.get(phase, 0.0) + seconds
+        self._metrics.phase_duration.labels(phase).observe(seconds)
+
+    @contextmanager
+    def phase(self, name: str) -> Iterator[None]:
+        start = time.perf_counter()
+        try:
+            yield
+        finally:
+            self.record(name, time.perf_counter() - start)
+
+    async def timed(self, name: str, aw: Awaitable[T]) -> T:
+        """Await `aw` as phase `name` (phases that run concurrently are timed each on its own)."""
+        with self.phase(name):
+            return await aw
+
+    def trace(self, route: str, **counts: Any) -> None:
+        if log.isEnabledFor(logging.DEBUG):
+            log.debug("trace %s %s total=%.1fms %s", route, request_id.get() or "-",
+                      (time.perf_counter() - self._start) * 1000,
+                      " ".join(f"{k}={v}" for k, v in {**counts, **{p: f"{s * 1000:.1f}ms"
+                                                                      for p, s in self.seconds.items()}}.items()))
