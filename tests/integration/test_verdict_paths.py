@@ -26,6 +26,8 @@ SPLIT_PROMPT = VerdictPrompt(version="test-split", system="Reply NO or YES.",
 # (prompt, how many of the pairs): the default prompt costs 3x the engine time per verdict, so on fewer pairs
 # (the whole test stays near two minutes on a 2-core machine).
 RUNS = ((DEFAULT_PROMPT, 50), (SPLIT_PROMPT, PAIRS))
+# How far p(YES) of the two paths may differ: bf16 rounding (see the test), on any CPU.
+P_TOLERANCE = 0.1
 
 
 def judged_pairs(n: int) -> list[tuple[str, str]]:
@@ -80,7 +82,14 @@ def test_single_step_and_constrained_verdicts_agree(judge_server, capsys):
               f"{len(RUNS)} prompts ({yes} YES by the constrained call); "
               f"p(YES) differs by at most {max(p_diff):.2e} (median {sorted(p_diff)[len(p_diff) // 2]:.2e}); "
               f"{seconds:.0f} s for both paths")
-    assert agree == len(verdicts)
+    # The same softmax over the tokens that can begin YES or NO, from the same engine, but not bit for bit: the
+    # engine batches the two paths' calls differently, and in bf16 (the judge's dtype on a CPU with native bf16)
+    # a logit of magnitude ~20 carries ~2^-8 relative rounding per operation, i.e. up to ~0.3 in a logit gap,
+    # which moves p(YES) by at most a quarter of that. Reading the wrong tokens moves it by far more than 0.1.
+    assert all(math.isfinite(d) for d in p_diff) and max(p_diff) < P_TOLERANCE, max(p_diff)
+    # Where p(YES) is that close to 0.5 the rounding may flip the greedy verdict; elsewhere both paths agree.
+    p_constrained = [p_yes(c.first_token_logprobs, vc) for c, (vc, _) in zip(constrained, verdicts, strict=True)]
+    firm = [(vc, vs) for (vc, vs), p in zip(verdicts, p_constrained, strict=True) if abs(p - 0.5) > P_TOLERANCE]
+    assert len(firm) >= len(verdicts) // 2
+    assert all(vc == vs for vc, vs in firm), [v for v in firm if v[0] != v[1]]
     assert 0 < yes < len(verdicts)  # both verdicts were compared
-    # The same softmax over the tokens that can begin YES or NO, from the same engine: equal up to float noise.
-    assert all(math.isfinite(d) for d in p_diff) and max(p_diff) < 1e-3
