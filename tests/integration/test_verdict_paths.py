@@ -90,6 +90,6 @@ def test_single_step_and_constrained_verdicts_agree(judge_server, capsys):
     # Where p(YES) is that close to 0.5 the rounding may flip the greedy verdict; elsewhere both paths agree.
     p_constrained = [p_yes(c.first_token_logprobs, vc) for c, (vc, _) in zip(constrained, verdicts, strict=True)]
     firm = [(vc, vs) for (vc, vs), p in zip(verdicts, p_constrained, strict=True) if abs(p - 0.5) > P_TOLERANCE]
-    assert len(firm) >= len(verdicts) // 2
+    assert len(firm) >= 20  # the default prompt's confident YES verdicts alone give more
     assert all(vc == vs for vc, vs in firm), [v for v in firm if v[0] != v[1]]
     assert 0 < yes < len(verdicts)  # both verdicts were compared
