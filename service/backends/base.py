@@ -167,15 +167,6 @@ class JudgeBackend(Protocol):
         ...
 
 
-async def ask_verdict(judge: Any, messages: list[dict[str, str]], *, choices: Sequence[str], max_tokens: int,
-                      top_logprobs: int) -> Completion:
-    """The judge's verdict call; a backend with only `complete` gets the constrained call."""
-    verdict = getattr(judge, "verdict", None)
-    if verdict is not None:
-        return await verdict(messages, choices=choices, max_tokens=max_tokens, top_logprobs=top_logprobs)
-    return await judge.complete(messages, max_tokens=max_tokens, choice=list(choices), top_logprobs=top_logprobs)
-
-
 class Embedder(Protocol):
     name: str
 

@@ -1,4 +1,4 @@
-"""Evaluating a /judge batch: strip reasoning -> dedup -> one cache round trip -> rounds concurrently -> summary."""
+"""Evaluating a /judge batch: strip reasoning -> dedup -> cache-then-compute (rounds concurrently) -> summary."""
 
 from __future__ import annotations
 
@@ -6,7 +6,7 @@ import json
 from dataclasses import dataclass
 
 from clients.evaluation import summarise
-from service.backends.base import UNRESOLVED_MODEL, JudgeBackend, RetryPolicy, call_backend
+from service.backends.base import JudgeBackend, RetryPolicy, call_backend
 from service.backends.breaker import CircuitBreaker
 from service.evaluation import prompts, rubric
 from service.evaluation.prompts import Rubric
@@ -66,7 +66,8 @@ class Evaluator:
         self._max_tokens = max_tokens
         self._parse_retries = parse_retries
         self._max_chars = max_chars
-        self._memo: Memo[Judged | ItemFailed] = Memo(Judged.encode, Judged.decode)
+        self._memo: Memo[Judged | ItemFailed] = Memo("judge", Judged.encode, Judged.decode,
+                                                      keep=lambda v: isinstance(v, Judged))
         self._breaker = breaker
 
     def case(self, item: JudgeItem) -> Case:
@@ -84,19 +85,12 @@ class Evaluator:
         keys = [self.key(c, request.rounds) for c in cases]
         distinct = dict(zip(keys, cases, strict=True))
 
-        cached = self.judge.model_id != UNRESOLVED_MODEL  # never read or write under a placeholder model id
-        raw = (await self.cache.lookup({"judge": list(distinct) if cached else []}))["judge"]
-        done: dict[str, Judged | ItemFailed] = dict(self._memo.hits(distinct, raw)) if cached else {}
-        hits = set(done)
-        fresh = await self._memo.compute({k: c for k, c in distinct.items() if k not in done},
-                                         lambda c: self._judge_case(c, request.rounds, tenant), tenant)
-        done.update(fresh)
-        if cached:
-            await self.cache.store_many(self._memo.encoded({k: v for k, v in fresh.items() if isinstance(v, Judged)}))
+        done = await self._memo.resolve(self.cache, distinct, lambda c: self._judge_case(c, request.rounds, tenant),
+                                        model_id=self.judge.model_id, tenant=tenant)
 
         results = []
         for i, (item, case, key) in enumerate(zip(request.items, cases, keys, strict=True)):
-            out = done[key]
+            out = done.values[key]
             if isinstance(out, ItemFailed):
                 results.append(JudgeResult(id=item.id, task=item.task, rubric=case.rubric, score=None, votes=[],
                                            error=ErrorDetail(type=out.type, message=out.message,
@@ -106,7 +100,7 @@ class Evaluator:
             results.append(JudgeResult(
                 id=item.id, task=item.task, rubric=case.rubric, score=score,
                 raw_score=raw if case.rubric == "report" else None, votes=out.votes,
-                replies=out.replies if request.explain else None, cached=key in hits))
+                replies=out.replies if request.explain else None, cached=key in done.hits))
         summary = summarise((r.model_dump() for r in results), intervals=False)  # TaskSummary has no CI fields
         return JudgeResponse(results=results, summary=JudgeSummary.model_validate(summary),
                              judge_model=self.judge.model_id, prompt_version=prompts.PROMPT_VERSION)

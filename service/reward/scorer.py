@@ -1,4 +1,4 @@
-"""Scoring a /reward batch: rules -> dedup -> one cache round trip -> judge and embedder at once -> results."""
+"""Scoring a /reward batch: rules -> dedup -> verdicts and embeddings at once, each cache-then-compute -> results."""
 
 from __future__ import annotations
 
@@ -11,7 +11,6 @@ import numpy as np
 
 from clients.contract import SCORE_KEYS
 from service.backends.base import (
-    UNRESOLVED_MODEL,
     Embedder,
     JudgeBackend,
     RetryPolicy,
@@ -119,7 +118,10 @@ class RewardScorer:
         # Shared with /judge so that the two routes together stay within the judge's concurrency.
         self._judge_slots = judge_slots or FairSlots(judge_concurrency)
         self._warmup = warmup or PrefixWarmup(0)
-        self._verdicts: Memo[Verdict | Rejected] = Memo(Verdict.encode, Verdict.decode)
+        self._verdicts: Memo[Verdict | Rejected] = Memo("judge", Verdict.encode, Verdict.decode,
+                                                        keep=lambda v: isinstance(v, Verdict))
+        self._vectors: Memo[np.ndarray] = Memo("embed", np.ndarray.tobytes,
+                                               lambda raw: np.frombuffer(raw, dtype=np.float32))
         self._judge_breaker, self._embed_breaker = judge_breaker, embed_breaker
         self._max_tokens = verdict_max_tokens
         self._top_logprobs = verdict_top_logprobs
@@ -167,32 +169,19 @@ class RewardScorer:
         size = sum(len(item.response) for item in request.items)
         # A model id not yet learned from the server is a placeholder: nothing is read or written under it.
         # Taken before the keys are built, so that keys and this decision see the same ids.
-        judge_cached = self.judge.model_id != UNRESOLVED_MODEL
-        embed_cached = self.embedder.model_id != UNRESOLVED_MODEL
+        judge_model, embed_model = self.judge.model_id, self.embedder.model_id
         with timer.phase("rules"):
             plan = await off_loop(lambda: self._plan(request, profile), heavy=size > OFF_LOOP_CHARS)
         prepared, keys, pairs, texts = plan.prepared, plan.keys, plan.pairs, plan.texts
         self.metrics.items.labels(route).inc(len(prepared))
 
-        embed_keys = list(texts) if embed_cached else []
-        with timer.phase("cache_lookup"):
-            cached = await self.cache.lookup({"judge": list(pairs) if judge_cached else [], "embed": embed_keys})
-        verdicts = self._verdicts.hits(pairs, cached["judge"]) if judge_cached else {}
-        vectors = {k: np.frombuffer(v, dtype=np.float32) for k, v in zip(embed_keys, cached["embed"], strict=True)
-                   if v is not None}
-        judge_hit, embed_hit = set(verdicts), set(vectors)
-
-        todo = {k: p for k, p in pairs.items() if k not in verdicts}
-        new_verdicts, new_vectors = await gather_or_cancel(
-            timer.timed("judge", self._verdicts.compute(todo, lambda p: self._judge_or_reject(p, tenant), tenant)),
-            timer.timed("embed", self._embed_all({k: t for k, t in texts.items() if k not in vectors}, tenant)),
+        judged, embedded = await gather_or_cancel(
+            self._verdicts.resolve(self.cache, pairs, lambda p: self._judge_or_reject(p, tenant),
+                                   model_id=judge_model, tenant=tenant, timer=timer),
+            self._vectors.resolve_batch(self.cache, texts, lambda missing: self._embed_all(missing, tenant),
+                                        model_id=embed_model, timer=timer),
         )
-        verdicts.update(new_verdicts)
-        vectors.update(new_vectors)
-        keep = {k: v for k, v in new_verdicts.items() if isinstance(v, Verdict)} if judge_cached else {}
-        with timer.phase("cache_write"):
-            await self.cache.store_many(self._verdicts.encoded(keep)
-                                        | ({k: v.tobytes() for k, v in new_vectors.items()} if embed_cached else {}))
+        verdicts, vectors = judged.values, embedded.values
 
         with timer.phase("compose"):
             results = []
@@ -206,24 +195,22 @@ class RewardScorer:
                     results.append(self._rejected(p, i, verdict))
                     continue
                 results.append(self._compose(p, profile, verdict, float(np.dot(vectors[ak], vectors[rk])),
-                                             CacheFlags(judge=jk in judge_hit,
-                                                        embed=ak in embed_hit and rk in embed_hit)))
-        timer.trace(route, tenant=tenant, items=len(prepared), pairs=len(pairs), judged=len(todo),
-                    texts=len(texts), embedded=len(new_vectors))
+                                             CacheFlags(judge=jk in judged.hits,
+                                                        embed=ak in embedded.hits and rk in embedded.hits)))
+        timer.trace(route, tenant=tenant, items=len(prepared), pairs=len(pairs), judged=judged.computed,
+                    texts=len(texts), embedded=embedded.computed)
         self._observe(results)
         return RewardResponse(results=results, profile=self.profile_info(profile))
 
     # -- backends -----------------------------------------------------------------------------
     async def _judge_one(self, p: Prepared) -> Verdict:
-        from service.backends.base import ask_verdict
-
         messages = self.prompt.messages(p.answer, p.reference, p.question, self._max_chars)
 
         async def attempt() -> Verdict:
             # One decoding step where the backend learned the choices' first tokens, else the constrained call.
             for _ in range(2):  # an empty reply is asked once more; twice empty is this input's, not an outage
-                out = await ask_verdict(self.judge, messages, choices=CHOICES, max_tokens=self._max_tokens,
-                                        top_logprobs=self._top_logprobs)
+                out = await self.judge.verdict(messages, choices=CHOICES, max_tokens=self._max_tokens,
+                                               top_logprobs=self._top_logprobs)
                 verdict = read_verdict(out.text)
                 if verdict is not None:
                     break

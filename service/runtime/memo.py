@@ -1,38 +1,80 @@
-"""The cache-then-compute flow that /reward's verdicts and /judge's evaluations share.
+"""The one cache-then-compute flow, shared by /reward's verdicts and embeddings and by /judge's evaluations.
 
-Decode the hits of one cache round trip, compute each missing key once across a tenant's concurrent requests
-(a repeated pair from several trainer workers with one key is judged once), and encode what is new for one cache
-write.
+One flow per kind of value: look the keys up in one cache round trip, compute what is missing, store what is worth
+keeping in one cache write. Nothing is read or written under a model id not yet learned from its server. Per-key
+computations are shared across a tenant's concurrent requests (a repeated pair from several trainer workers with
+one key is judged once); a batch computation (embeddings) is handed every missing key at once.
 """
 
 from __future__ import annotations
 
-from collections.abc import Awaitable, Callable, Iterable, Mapping
+from collections.abc import Awaitable, Callable, Iterable, Iterator, Mapping
+from contextlib import contextmanager, nullcontext
+from dataclasses import dataclass, field
 from typing import Any, Generic, TypeVar
 
+from service.runtime.cache import UNRESOLVED_MODEL, Cache
 from service.runtime.concurrency import Coalescer, gather_or_cancel
+from service.runtime.phases import PhaseTimer
 
 V = TypeVar("V")
+A = TypeVar("A")
+
+
+@dataclass(slots=True)
+class Resolved(Generic[V]):
+    values: dict[str, V]
+    hits: set[str] = field(default_factory=set)  # the keys served from the cache
+    computed: int = 0
 
 
 class Memo(Generic[V]):
-    def __init__(self, encode: Callable[[V], bytes], decode: Callable[[bytes], V]) -> None:
-        self._encode, self._decode = encode, decode
+    def __init__(self, kind: str, encode: Callable[[V], bytes], decode: Callable[[bytes], V], *,
+                 keep: Callable[[V], bool] = lambda _: True, phase: str | None = None) -> None:
+        """`kind` names the values in the cache's metrics, `keep` says which computed values are cached (a
+        refusal of one input is not), `phase` names the computation in the request's phase timings."""
+        self.kind, self._encode, self._decode, self._keep = kind, encode, decode, keep
+        self._phase = phase or kind
         self._running = Coalescer()
 
     def __len__(self) -> int:
-        """Computations in flight now."""
+        """Per-key computations in flight now."""
         return len(self._running)
 
-    def hits(self, keys: Iterable[str], raw: Iterable[bytes | None]) -> dict[str, V]:
-        """The decoded cache hits among `keys`, given the raw values the cache returned for them in order."""
+    async def resolve(self, cache: Cache, todo: Mapping[str, A], fn: Callable[[A], Awaitable[V]], *,
+                      model_id: str, tenant: str = "", timer: PhaseTimer | None = None) -> Resolved[V]:
+        """Every key of `todo`, from the cache or by `fn(arg)` for each missing key (shared with the tenant's
+        concurrent requests computing the same key)."""
+        return await self._flow(cache, todo, lambda missing: self._compute(missing, fn, tenant), model_id, timer)
+
+    async def resolve_batch(self, cache: Cache, todo: Mapping[str, A],
+                            fn: Callable[[dict[str, A]], Awaitable[Mapping[str, V]]], *, model_id: str,
+                            timer: PhaseTimer | None = None) -> Resolved[V]:
+        """Every key of `todo`, from the cache or by one `fn({key: arg})` of all the missing keys."""
+        return await self._flow(cache, todo, fn, model_id, timer)
+
+    async def _flow(self, cache: Cache, todo: Mapping[str, A],
+                    compute: Callable[[dict[str, A]], Awaitable[Mapping[str, V]]], model_id: str,
+                    timer: PhaseTimer | None) -> Resolved[V]:
+        cached = model_id != UNRESOLVED_MODEL  # a placeholder id is never part of a key that is read or written
+        keys = list(todo) if cached else []
+        with _phase(timer, "cache_lookup"):
+            raw = (await cache.lookup({self.kind: keys}))[self.kind] if keys else []
+        found = self._hits(keys, raw)
+        missing = {k: a for k, a in todo.items() if k not in found}
+        with _phase(timer, self._phase):
+            fresh = dict(await compute(missing)) if missing else {}
+        if cached:
+            with _phase(timer, "cache_write"):
+                await cache.store_many({k: self._encode(v) for k, v in fresh.items() if self._keep(v)})
+        return Resolved({**found, **fresh}, set(found), len(fresh))
+
+    def _hits(self, keys: Iterable[str], raw: Iterable[bytes | None]) -> dict[str, V]:
         return {k: self._decode(v) for k, v in zip(keys, raw, strict=True) if v is not None}
 
-    async def compute(self, todo: Mapping[str, Any], fn: Callable[[Any], Awaitable[V]],
-                      tenant: str = "") -> dict[str, V]:
-        """`fn(arg)` for each missing key, shared with the tenant's concurrent requests computing the same key.
-
-        Not shared across tenants: a computation waits for a judge slot in its own tenant's fair share, so a
+    async def _compute(self, todo: Mapping[str, Any], fn: Callable[[Any], Awaitable[V]],
+                       tenant: str) -> dict[str, V]:
+        """Not shared across tenants: a computation waits for a judge slot in its own tenant's fair share, so a
         tenant joining another's would wait behind that tenant's whole queue (measured: a 64-item batch that
         shared 13 of its 25 pairs with another tenant's 2,048 items in flight took 22x its time alone). Finished
         results are shared through the cache."""
@@ -40,5 +82,8 @@ class Memo(Generic[V]):
                                          for k, a in todo.items()))
         return dict(zip(todo, found, strict=True))
 
-    def encoded(self, values: Mapping[str, V]) -> dict[str, bytes]:
-        return {k: self._encode(v) for k, v in values.items()}
+
+@contextmanager
+def _phase(timer: PhaseTimer | None, name: str) -> Iterator[None]:
+    with timer.phase(name) if timer is not None else nullcontext():
+        yield

@@ -41,6 +41,12 @@ class FakeJudge:
         yes = ans.split()[0] in ref
         return Completion("YES" if yes else "NO", {"Y": -0.1 if yes else -3.0, "NO": -3.0 if yes else -0.1})
 
+    async def verdict(self, messages, *, choices, max_tokens, top_logprobs):
+        # As a backend without a single-step plan does: the constrained call.
+        return await self.complete(messages, max_tokens=max_tokens, choice=list(choices), top_logprobs=top_logprobs)
+
+    def describe(self) -> dict[str, Any]:
+        return {"verdict": "constrained", "verdict_reason": "fake"}
 
     def grade(self, messages, json_schema) -> str:
         """Evaluation judge: 1 (or 5) when the prediction contains the reference, ignoring case."""

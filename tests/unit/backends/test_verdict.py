@@ -16,7 +16,6 @@ from service.backends.base import (
     SINGLE_STEP,
     Completion,
     VerdictPlan,
-    ask_verdict,
     choice_prefixes,
     plan_verdict,
     single_step_completion,
@@ -238,20 +237,6 @@ async def test_other_choices_than_learned_use_the_constrained_call():
     await judge.start()
     await judge.verdict(MESSAGES, choices=["TRUE", "FALSE"], max_tokens=4, top_logprobs=10)
     assert server.chats[-1]["structured_outputs"] == {"choice": ["TRUE", "FALSE"]}
-
-
-async def test_ask_verdict_gives_a_complete_only_backend_the_constrained_call():
-    class CompleteOnly:
-        def __init__(self):
-            self.kw = None
-
-        async def complete(self, messages, **kw):
-            self.kw = kw
-            return Completion("NO", {"NO": -0.1})
-
-    backend = CompleteOnly()
-    out = await ask_verdict(backend, MESSAGES, choices=CHOICES, max_tokens=4, top_logprobs=10)
-    assert out.text == "NO" and backend.kw == {"max_tokens": 4, "choice": CHOICES, "top_logprobs": 10}
 
 
 # -- the tenant priority each call carries -------------------------------------------------------------------
