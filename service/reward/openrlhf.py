@@ -1,7 +1,7 @@
 """OpenRLHF's remote reward protocol (`--reward.remote_url http://host:port/get_reward`) in terms of /reward.
 
 OpenRLHF posts `{"query", "prompts", "labels"}`, `query` being the decoded prompt + response tokens. The response
-is found with the same function the client-side reward file uses (clients/adapters/openrlhf.py): after the prompt,
+is found with the same function the client-side reward file uses (clients/contract.py): after the prompt,
 after the prompt's longest surviving tail (a left-truncated prompt, or image placeholders a vision-language
 processor expanded), or after the last assistant-turn marker. A query whose response cannot be found is a 422
 naming `query[i]`: a prompt is never scored as the response.
@@ -12,8 +12,7 @@ modality is 0 there) under the same keys for every sample.
 
 from __future__ import annotations
 
-from clients.adapters.openrlhf import ResponseNotFound, response_of
-from clients.contract import COMPONENTS, numeric_scores
+from clients.contract import COMPONENTS, ResponseNotFound, numeric_scores, response_of
 from service.reward.wire import OpenRLHFRequest, OpenRLHFResponse, RewardRequest, RewardResponse
 from service.runtime.exceptions import InputRejected, InvalidRequest
 

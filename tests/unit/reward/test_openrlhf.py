@@ -4,7 +4,7 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from clients.adapters.openrlhf import MIN_TAIL, ResponseNotFound, response_start
+from clients.contract import MIN_TAIL, ResponseNotFound, response_start
 from service.api.errors import InputRejected, InvalidRequest
 from service.reward.openrlhf import from_reward_response, response_of, to_reward_request
 from service.reward.wire import OpenRLHFRequest, ProfileInfo, RewardDetails, RewardResponse, RewardResult
