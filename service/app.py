@@ -7,15 +7,9 @@ from collections.abc import AsyncIterator
 from contextlib import AsyncExitStack, asynccontextmanager
 from typing import Any
 
-from fastapi import FastAPI
-
 from service.api.admission import Admission
 from service.api.auth import KeyRing, load_key_file, load_key_weights
-from service.api.errors import install_error_handlers
-from service.api.middleware import RequestGuard
-from service.api.routes.evaluation import router as judge_router
-from service.api.routes.ops import router as ops_router
-from service.api.routes.reward import router as reward_router
+from service.api.server import create_api
 from service.backends.base import Embedder, JudgeBackend, RetryPolicy
 from service.backends.breaker import CircuitBreaker
 from service.engine import cpu
@@ -126,7 +120,7 @@ async def init_app_state(state: Any, settings: Settings, metrics: Metrics, closi
     redis_client = cache.store.client if isinstance(cache.store, RedisStore) else None
     limiter = RateLimiter(settings.rate_limit_items_per_s, settings.rate_limit_burst, redis_client,
                           settings.cache_namespace, down_s=settings.redis_down_s)
-    state.admission = Admission(settings, limiter, metrics)
+    state.admission.limiter = limiter
     state.scorer = RewardScorer(
         judge=judge, embedder=embedder, cache=cache, metrics=metrics,
         prompt=load_prompt(settings.verdict_prompt_file),
@@ -150,34 +144,18 @@ async def init_app_state(state: Any, settings: Settings, metrics: Metrics, closi
 
 def build_app(settings: Settings | None = None, *, judge: JudgeBackend | None = None,
               embedder: Embedder | None = None, cache_store: CacheStore | None = None,
-              metrics: Metrics | None = None) -> FastAPI:
-    """The app: routes, error handlers and the request guard. Its state (backends, scorer, evaluator) is made by
-    `init_app_state` when the lifespan starts, and closed when it ends."""
+              metrics: Metrics | None = None) -> Any:
+    """The app (a FastAPI app, made by service/api/server.py): routes, error handlers and the request guard. Its
+    state (backends, scorer, evaluator) is made by `init_app_state` when the lifespan starts, and closed when it
+    ends."""
     settings = settings or Settings()
     metrics = metrics or Metrics()
 
     @asynccontextmanager
-    async def lifespan(app: FastAPI) -> AsyncIterator[None]:
+    async def lifespan(app: Any) -> AsyncIterator[None]:
         async with AsyncExitStack() as closing:
             await init_app_state(app.state, settings, metrics, closing, judge=judge, embedder=embedder,
                                  cache_store=cache_store)
             yield
 
-    app = FastAPI(
-        title="MediX reward service",
-        version="0.1.0",
-        summary="MediX-R1 composite reward and reference-based LLM-as-judge for medical RL.",
-        lifespan=lifespan,
-    )
-    app.state.settings = settings
-    app.state.metrics = metrics
-    install_error_handlers(app, settings.retry_after_s)
-    app.add_middleware(RequestGuard, metrics=metrics, max_body_bytes=settings.max_body_bytes,
-                       max_inflight=settings.max_inflight_requests, retry_after_s=settings.retry_after_s,
-                       keys=make_keyring(settings),
-                       metrics_key=settings.metrics_key.get_secret_value() if settings.metrics_key else None,
-                       log_json=settings.log_json)
-    app.include_router(reward_router)
-    app.include_router(judge_router)
-    app.include_router(ops_router)
-    return app
+    return create_api(settings, metrics, Admission(settings, metrics), make_keyring(settings), lifespan)

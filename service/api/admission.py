@@ -1,9 +1,10 @@
-"""Per-request admission after parsing: size first, then the tenant's work in flight and its rate limit."""
+"""Admission: where every 429 is decided (requests and items in flight per tenant, the rate limit) and sizes."""
 
 from __future__ import annotations
 
+import math
 import time
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import AsyncIterator, Callable, Iterator
 from contextlib import asynccontextmanager
 from typing import Any
 
@@ -46,20 +47,34 @@ def check_request(body: BaseModel, list_param: str, settings: Settings) -> int:
 
 
 class Admission:
-    """What a scoring request must pass after parsing, per tenant (API key): its size, the work the tenant
-    already has in flight (items, not requests: 512 one-item requests are the work of one 512-item batch),
-    and the key's rate limit, charged last so that a refused request costs nothing."""
+    """Every 429 is decided here, per tenant (API key): the requests it has in flight (taken by the HTTP guard
+    before the body is read), then, after parsing, a request's size (422), the items the tenant already has in
+    flight (items, not requests: 512 one-item requests are the work of one 512-item batch) and the key's rate
+    limit, charged last so that a refused request costs nothing."""
 
-    def __init__(self, settings: Settings, limiter: RateLimiter, metrics: Metrics) -> None:
-        self._settings, self._limiter, self._metrics = settings, limiter, metrics
+    def __init__(self, settings: Settings, metrics: Metrics, limiter: RateLimiter | None = None) -> None:
+        self._settings, self._metrics = settings, metrics
+        self.limiter = limiter or RateLimiter(None, settings.rate_limit_burst)
+        self._requests: dict[str, int] = {}  # per tenant: one tenant's burst never turns another's requests away
         self._items: dict[str, int] = {}
+
+    def hold_request(self, tenant: str) -> Callable[[], None]:
+        """Take one of the tenant's request slots (the body is read and served in it); returns its release."""
+        held, limit = self._requests.get(tenant, 0), self._settings.max_inflight_requests
+        if held >= limit:
+            raise Overloaded(f"{held} requests of this key in flight, the limit is {limit}; retry later")
+        self._requests[tenant] = held + 1
+        self._metrics.inflight.inc()
+
+        def release() -> None:
+            _release(self._requests, tenant, 1)
+            self._metrics.inflight.dec()
+
+        return release
 
     def check(self, body: BaseModel, list_param: str) -> int:
         """The size checks alone (422 naming the field), for a route that must translate the body first."""
         return check_request(body, list_param, self._settings)
-
-    def items_in_flight(self, tenant: str) -> int:
-        return self._items.get(tenant, 0)
 
     @asynccontextmanager
     async def admit(self, request: Request, body: BaseModel, list_param: str) -> AsyncIterator[str]:
@@ -71,16 +86,29 @@ class Admission:
         if held and held + n_items > limit:  # a lone request bigger than the limit still gets through
             raise Overloaded(f"this key has {held} items in flight; {n_items} more would pass the limit of "
                              f"{limit}; retry later", param=list_param)
-        try:
-            await self._limiter.take(tenant, n_items)
-        except Overloaded:
-            self._metrics.rate_limited.inc()
-            raise
-        self._items[tenant] = self._items.get(tenant, 0) + n_items
+        await self._charge(tenant, n_items, list_param)
+        self._items[tenant] = held + n_items
         self._metrics.phase_duration.labels("admission").observe(time.perf_counter() - start)
         try:
             yield tenant
         finally:
-            self._items[tenant] -= n_items
-            if not self._items[tenant]:
-                del self._items[tenant]
+            _release(self._items, tenant, n_items)
+
+    async def _charge(self, tenant: str, n_items: int, list_param: str) -> None:
+        limiter = self.limiter
+        if not limiter.enabled:
+            return
+        if n_items > limiter.burst:  # could never be admitted: say so instead of answering 429 forever
+            raise InvalidRequest(f"{n_items} items is more than this key's burst of {limiter.burst} items "
+                                 f"(rate limit {limiter.rate:g} items/s); split the batch", param=list_param)
+        wait = await limiter.wait_s(tenant, n_items)
+        if wait > 0:
+            self._metrics.rate_limited.inc()
+            raise Overloaded(f"rate limit of {limiter.rate:g} items/s for this key; {n_items} items need "
+                             f"{wait:.1f} s more", param=list_param, retry_after_s=max(1, math.ceil(wait)))
+
+
+def _release(held: dict[str, int], tenant: str, n: int) -> None:
+    held[tenant] -= n
+    if not held[tenant]:
+        del held[tenant]

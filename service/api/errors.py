@@ -42,6 +42,13 @@ def error_response(status: int, type_: str, message: str, param: str | None = No
     return JSONResponse(body.model_dump(), status_code=status, headers=headers)
 
 
+def core_error_response(exc: ServiceError, retry_after_s: int) -> JSONResponse:
+    """A core error as the one error shape, with the status its kind maps to (and Retry-After on 429/503)."""
+    status, type_ = next((v for k, v in STATUS.items() if isinstance(exc, k)), (500, "internal_error"))
+    retry = exc.retry_after_s if exc.retry_after_s is not None else (retry_after_s if status in (429, 503) else None)
+    return error_response(status, type_, exc.message, exc.param, retry)
+
+
 def loc_to_param(loc: Sequence[Any]) -> str:
     """("body", "items", 3, "ground_truth") -> "items[3].ground_truth"."""
     out = ""
@@ -65,11 +72,7 @@ def _validation_message(err: dict[str, Any]) -> str:
 def install_error_handlers(app: FastAPI, retry_after_s: int) -> None:
     @app.exception_handler(ServiceError)
     async def _core(_: Request, exc: ServiceError) -> JSONResponse:
-        status, type_ = next((v for k, v in STATUS.items() if isinstance(exc, k)), (500, "internal_error"))
-        retry = exc.retry_after_s if exc.retry_after_s is not None else (
-            retry_after_s if status in (429, 503) else None
-        )
-        return error_response(status, type_, exc.message, exc.param, retry)
+        return core_error_response(exc, retry_after_s)
 
     @app.exception_handler(RequestValidationError)
     async def _validation(_: Request, exc: RequestValidationError) -> JSONResponse:

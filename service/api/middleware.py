@@ -10,9 +10,11 @@ from typing import Any
 
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
+from service.api.admission import Admission
 from service.api.auth import KeyRing
-from service.api.errors import error_response
+from service.api.errors import core_error_response, error_response
 from service.runtime import phases
+from service.runtime.exceptions import Overloaded
 from service.runtime.metrics import Metrics
 from service.runtime.scheduling import ANONYMOUS
 
@@ -31,18 +33,17 @@ def _header(scope: Scope, name: bytes) -> str | None:
 
 
 class RequestGuard:
-    def __init__(self, app: ASGIApp, *, metrics: Metrics, max_body_bytes: int, max_inflight: int,
+    def __init__(self, app: ASGIApp, *, metrics: Metrics, admission: Admission, max_body_bytes: int,
                  retry_after_s: int, keys: KeyRing | None = None, metrics_key: str | None = None,
                  log_json: bool = True) -> None:
         self.app = app
         self.metrics = metrics
+        self.admission = admission
         self.max_body = max_body_bytes
-        self.max_inflight = max_inflight
         self.retry_after = retry_after_s
         self.keys = keys or KeyRing({})
         self.metrics_keys = KeyRing({"metrics": metrics_key} if metrics_key else {})
         self.log_json = log_json
-        self.inflight: dict[str, int] = {}  # per tenant: one tenant's burst never turns another's requests away
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] != "http":
@@ -122,14 +123,12 @@ class RequestGuard:
                                f"body of {length} bytes is over the limit of {self.max_body}", "body")
             return
         tenant = scope["state"].get("key_name") or ANONYMOUS
-        held = self.inflight.get(tenant, 0)
-        if held >= self.max_inflight:
-            await self._refuse(scope, receive, send, 429, "overloaded", f"{held} requests of this key in flight, "
-                               f"the limit is {self.max_inflight}; retry later", None, self.retry_after)
+        try:
+            release = self.admission.hold_request(tenant)
+        except Overloaded as exc:
+            await core_error_response(exc, self.retry_after)(scope, receive, send)
             return
-        # Counted from here, while a chunked body is still arriving: slow uploads hold a slot like any request.
-        self.inflight[tenant] = held + 1
-        self.metrics.inflight.inc()
+        # Held from here, while a chunked body is still arriving: slow uploads hold a slot like any request.
         try:
             if length is None:  # chunked: read it here, within the limit, and hand it on
                 body, too_big = await self._read_limited(receive)
@@ -140,10 +139,7 @@ class RequestGuard:
                 receive = _replay(body, receive)
             await self.app(scope, receive, send)
         finally:
-            self.inflight[tenant] -= 1
-            if not self.inflight[tenant]:
-                del self.inflight[tenant]
-            self.metrics.inflight.dec()
+            release()
 
 
 def _replay(body: bytes, receive: Receive) -> Receive:

@@ -1,12 +1,10 @@
-"""Small asyncio helpers shared by the scorer and the evaluator."""
+"""Small asyncio helpers shared by the scorer, the evaluator and the memo."""
 
 from __future__ import annotations
 
 import asyncio
 from collections.abc import Awaitable, Callable
 from typing import Any, TypeVar
-
-from service.runtime.exceptions import ClientDisconnected
 
 T = TypeVar("T")
 
@@ -76,23 +74,3 @@ class Coalescer:
             del self._running[key]
         if not task.cancelled():
             task.exception()  # retrieved here so that an abandoned failure is not logged as lost
-
-
-async def cancel_on_disconnect(receive: Any, work: Awaitable[Any]) -> Any:
-    """Run `work` until it finishes or the HTTP client disconnects; on disconnect cancel it and raise."""
-    task = asyncio.ensure_future(work)
-
-    async def watch() -> None:
-        while (await receive())["type"] != "http.disconnect":
-            pass
-
-    watcher = asyncio.ensure_future(watch())
-    try:
-        done, _ = await asyncio.wait({task, watcher}, return_when=asyncio.FIRST_COMPLETED)
-    finally:
-        watcher.cancel()
-    if task in done:
-        return task.result()
-    task.cancel()
-    await asyncio.gather(task, return_exceptions=True)
-    raise ClientDisconnected("client disconnected; work cancelled")

@@ -3,11 +3,8 @@
 from __future__ import annotations
 
 import logging
-import math
 import time
 from typing import Any
-
-from service.runtime.exceptions import InvalidRequest, Overloaded
 
 log = logging.getLogger("medix.ratelimit")
 
@@ -32,7 +29,8 @@ return tostring(wait)
 
 
 class RateLimiter:
-    """Items per second per key. Uses Redis when given; falls back to a local bucket when Redis fails."""
+    """Items per second per key. Uses Redis when given; falls back to a local bucket when Redis fails. A bucket
+    never holds more than `burst` items: a request of more can never pass (the admission refuses it first)."""
 
     def __init__(self, rate: float | None, burst: int, redis_client: Any = None, namespace: str = "medix",
                  down_s: float = 2.0) -> None:
@@ -63,24 +61,16 @@ class RateLimiter:
         self._local[key] = (tokens, now)
         return wait
 
-    async def take(self, key: str, items: int) -> None:
-        """Take `items` tokens or raise 429 with the wait until they would be there."""
+    async def wait_s(self, key: str, items: int) -> float:
+        """Take `items` tokens and return 0, or take nothing and return the seconds until they would be there.
+        What a wait means for the request is the admission's to decide."""
         if self.rate is None:
-            return
-        if items > self.burst:  # could never be admitted: say so instead of answering 429 forever
-            raise InvalidRequest(f"{items} items is more than this key's burst of {self.burst} items "
-                                 f"(rate limit {self.rate:g} items/s); split the batch", param="items")
+            return 0.0
         n = float(items)
-        wait: float
         if self._script is not None and time.monotonic() >= self._redis_down_until:
             try:
-                wait = float(await self._script(keys=[f"{self._ns}:rate:{key}"], args=[self.rate, self.burst, n]))
+                return float(await self._script(keys=[f"{self._ns}:rate:{key}"], args=[self.rate, self.burst, n]))
             except Exception as exc:
                 self._redis_down_until = time.monotonic() + self._down_s
                 log.warning("rate limit via Redis failed, using the local bucket for %.1f s: %r", self._down_s, exc)
-                wait = self._take_local(key, n)
-        else:
-            wait = self._take_local(key, n)
-        if wait > 0:
-            raise Overloaded(f"rate limit of {self.rate:g} items/s for this key; {items} items need "
-                             f"{wait:.1f} s more", param="items", retry_after_s=max(1, math.ceil(wait)))
+        return self._take_local(key, n)

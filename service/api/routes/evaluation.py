@@ -1,12 +1,12 @@
-"""/judge: validate and delegate."""
+"""/judge (reference-based evaluation): validate and delegate."""
 
 from __future__ import annotations
 
 from fastapi import APIRouter, Request
 
+from service.api.cancellation import with_cancellation
 from service.api.deps import AdmissionDep, EvaluatorDep
 from service.evaluation.wire import JudgeRequest, JudgeResponse
-from service.runtime.concurrency import cancel_on_disconnect
 from service.runtime.wire import ErrorResponse
 
 router = APIRouter(tags=["judge"])
@@ -14,8 +14,9 @@ ERRORS = {code: {"model": ErrorResponse} for code in (401, 413, 422, 429, 503)}
 
 
 @router.post("/judge", response_model=JudgeResponse, responses=ERRORS)
+@with_cancellation
 async def judge(body: JudgeRequest, request: Request, evaluator: EvaluatorDep,
                 admission: AdmissionDep) -> JudgeResponse:
     """Reference-based LLM-as-judge: per item score and votes, and a per-task summary."""
     async with admission.admit(request, body, "items") as tenant:
-        return await cancel_on_disconnect(request.receive, evaluator.evaluate(body, tenant=tenant))
+        return await evaluator.evaluate(body, tenant=tenant)

@@ -4,10 +4,10 @@ from __future__ import annotations
 
 from fastapi import APIRouter, Request
 
+from service.api.cancellation import with_cancellation
 from service.api.deps import AdmissionDep, ScorerDep
 from service.reward import openrlhf
 from service.reward.wire import OpenRLHFRequest, OpenRLHFResponse, RewardRequest, RewardResponse
-from service.runtime.concurrency import cancel_on_disconnect
 from service.runtime.wire import ErrorResponse
 
 router = APIRouter(tags=["reward"])
@@ -15,21 +15,22 @@ ERRORS = {code: {"model": ErrorResponse} for code in (401, 413, 422, 429, 503)}
 
 
 @router.post("/reward", response_model=RewardResponse, responses=ERRORS)
+@with_cancellation
 async def reward(body: RewardRequest, request: Request, scorer: ScorerDep,
                  admission: AdmissionDep) -> RewardResponse:
     """Score a batch of sampled answers with the composite reward; results in request order."""
     scorer.profile(body.profile)  # an unknown profile is refused before the rate limit is charged
     async with admission.admit(request, body, "items") as tenant:
-        return await cancel_on_disconnect(request.receive, scorer.score(body, tenant=tenant))
+        return await scorer.score(body, tenant=tenant)
 
 
 @router.post("/get_reward", response_model=OpenRLHFResponse, responses=ERRORS)
+@with_cancellation
 async def get_reward(body: OpenRLHFRequest, request: Request, scorer: ScorerDep,
                      admission: AdmissionDep) -> OpenRLHFResponse:
     """OpenRLHF's remote reward protocol: `--reward.remote_url http://host:port/get_reward`."""
     admission.check(body, "query")  # sizes first, so an over-long field is named as such
     reward_request = openrlhf.to_reward_request(body)  # mismatched lists and bad labels: 422 before charging
     async with admission.admit(request, body, "query") as tenant:
-        scored = await cancel_on_disconnect(request.receive,
-                                            scorer.score(reward_request, route="/get_reward", tenant=tenant))
+        scored = await scorer.score(reward_request, route="/get_reward", tenant=tenant)
     return openrlhf.from_reward_response(scored)

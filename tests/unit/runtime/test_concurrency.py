@@ -2,8 +2,7 @@ import asyncio
 
 import pytest
 
-from service.runtime.concurrency import Coalescer, cancel_on_disconnect, gather_or_cancel
-from service.runtime.exceptions import ClientDisconnected
+from service.runtime.concurrency import Coalescer, gather_or_cancel
 
 
 async def test_concurrent_callers_share_one_run():
@@ -60,35 +59,6 @@ async def test_gather_or_cancel_raises_first_failure_and_cancels_siblings():
     with pytest.raises(ValueError):
         await gather_or_cancel(slow(), boom())
     assert cancelled == [1]
-
-
-async def test_cancel_on_disconnect():
-    disconnect = asyncio.Event()
-
-    async def receive():
-        await disconnect.wait()
-        return {"type": "http.disconnect"}
-
-    cancelled = []
-
-    async def work():
-        try:
-            await asyncio.sleep(5)
-        except asyncio.CancelledError:
-            cancelled.append(1)
-            raise
-
-    task = asyncio.create_task(cancel_on_disconnect(receive, work()))
-    await asyncio.sleep(0.02)
-    disconnect.set()
-    with pytest.raises(ClientDisconnected):
-        await task
-    assert cancelled == [1]
-
-    async def quick():
-        return 7
-
-    assert await cancel_on_disconnect(receive, quick()) == 7
 
 
 async def test_a_caller_arriving_while_an_abandoned_run_winds_down_gets_a_fresh_run():

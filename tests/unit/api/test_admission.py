@@ -1,0 +1,56 @@
+"""Every 429 (and the too-big-for-the-burst 422) is decided in one place: the admission."""
+
+from types import SimpleNamespace
+
+import pytest
+
+from service.api.admission import Admission
+from service.reward.wire import RewardRequest
+from service.runtime.exceptions import InvalidRequest, Overloaded
+from service.runtime.metrics import Metrics
+from service.runtime.ratelimit import RateLimiter
+from service.settings import Settings
+
+
+def _request(tenant: str = "lab-a") -> SimpleNamespace:
+    return SimpleNamespace(state=SimpleNamespace(key_name=tenant))
+
+
+def _body(n: int) -> RewardRequest:
+    return RewardRequest.model_validate({"items": [{"response": "r", "ground_truth": "g"}] * n})
+
+
+def test_requests_in_flight_are_counted_per_tenant() -> None:
+    admission = Admission(Settings(max_inflight_requests=2), Metrics())
+    releases = [admission.hold_request("a"), admission.hold_request("a")]
+    with pytest.raises(Overloaded):
+        admission.hold_request("a")
+    admission.hold_request("b")()  # another tenant is not turned away
+    releases.pop()()
+    admission.hold_request("a")  # a released slot is free again
+
+
+async def test_items_in_flight_and_the_rate_limit_are_429_with_retry_after() -> None:
+    metrics = Metrics()
+    admission = Admission(Settings(max_inflight_items=10), metrics, RateLimiter(rate=1, burst=30))
+    async with admission.admit(_request(), _body(8), "items") as tenant:
+        assert tenant == "lab-a"
+        with pytest.raises(Overloaded, match="items in flight"):
+            async with admission.admit(_request(), _body(3), "items"):
+                pass
+    async with admission.admit(_request(), _body(20), "items"):
+        pass
+    with pytest.raises(Overloaded) as refused:
+        async with admission.admit(_request(), _body(5), "items"):
+            pass
+    assert refused.value.retry_after_s >= 1 and "rate limit" in refused.value.message
+
+
+async def test_a_request_bigger_than_the_burst_is_refused_by_name_not_waved_through() -> None:
+    admission = Admission(Settings(), Metrics(), RateLimiter(rate=1, burst=10))
+    with pytest.raises(InvalidRequest) as e:
+        async with admission.admit(_request(), _body(40), "items"):
+            pass
+    assert e.value.param == "items" and "burst of 10" in e.value.message
+    async with admission.admit(_request(), _body(10), "items"):  # the refused request cost nothing
+        pass
