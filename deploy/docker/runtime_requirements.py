@@ -2,8 +2,8 @@
 
 The runtime image runs the service on the `openai` judge and embed backends (a vLLM judge server and an
 embeddings server), where nothing imports torch: sentence-transformers is imported only by the in-process
-embedder (service/backends/embed_st.py), transformers only by `models prepare` (service/local_models.py), and
-torch only through those or guarded by `except ImportError` (service/cpu.py). pyproject.toml still lists the
+embedder (service/backends/embed_st.py), transformers only by `models prepare` (service/engine/local_models.py), and
+torch only through those or guarded by `except ImportError` (service/engine/cpu.py). pyproject.toml still lists the
 in-process stack among the core dependencies, and sentence-transformers and accelerate pull in torch, which on
 x86-64 Linux is PyPI's CUDA build (several GB of CUDA libraries a CPU-only service never loads). So the runtime
 image installs the project `--no-deps` plus the requirements printed here.

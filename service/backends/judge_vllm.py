@@ -66,7 +66,7 @@ class VLLMJudge:
             gpu_memory_utilization=self._memory_fraction,
             dtype=self._dtype,
             disable_log_stats=True,
-            scheduling_policy="priority",  # each call carries its tenant's priority (service/scheduling.py)
+            scheduling_policy="priority",  # each call carries its tenant's priority (service/runtime/scheduling.py)
             **({"max_num_seqs": self._max_num_seqs} if self._max_num_seqs else {}),
         )
         self._engine = AsyncLLM.from_engine_args(args)

@@ -1,6 +1,6 @@
 """Errors the core raises. They say what went wrong and for which field; they know nothing of HTTP.
 
-`service/errors.py` maps each kind to its status and writes the one error shape.
+`service/api/errors.py` maps each kind to its status and writes the one error shape.
 """
 
 from __future__ import annotations
