@@ -12,13 +12,14 @@ import itertools
 import random
 import time
 from collections.abc import Awaitable, Callable, Iterator, Sequence
+from dataclasses import dataclass
 from typing import Any
 
 import httpx
 from pydantic import BaseModel, ConfigDict, SecretStr
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
-from clients.http import PooledAsyncClient
+from clients.http import PooledAsyncClient, auth_headers
 
 DEFAULT_URL = "http://127.0.0.1:8000"
 RETRY_STATUSES = {429, 502, 503, 504}
@@ -82,6 +83,13 @@ def _retry_after(resp: httpx.Response | None, attempt: int, backoff: float) -> f
     return min(30.0, backoff * (2 ** attempt)) * (0.5 + random.random())
 
 
+@dataclass(frozen=True)
+class RetryAfter:
+    """An attempt that is worth another: wait this long, then send the request again."""
+
+    seconds: float
+
+
 def _error(resp: httpx.Response) -> MedixError:
     try:
         e = resp.json()["error"]
@@ -99,25 +107,25 @@ class _Base:
         env = ClientSettings()
         self.base_url = (base_url or env.url).rstrip("/")
         key = api_key or (env.api_key.get_secret_value() if env.api_key else None)
-        self.headers = {"Authorization": f"Bearer {key}"} if key else {}
+        self.headers = auth_headers(key)
         self.timeout = timeout
         self.retries = retries
         self.backoff = backoff
         self.max_items = max_items
 
-    def _settle(self, result: httpx.Response | httpx.TransportError, attempt: int) -> dict[str, Any] | float:
-        """One attempt's result: the reply's JSON when done, else the wait before the next attempt.
+    def _settle(self, result: httpx.Response | httpx.TransportError, attempt: int) -> dict[str, Any] | RetryAfter:
+        """One attempt's result: the reply's JSON when done, else how long to wait before the next attempt.
         Raises what the server said (or the connection error) when it is final or no attempt is left."""
         last = attempt >= self.retries
         if isinstance(result, httpx.TransportError):
             if last:
                 raise MedixUnavailable(0, "connection_error", repr(result)) from result
-            return _retry_after(None, attempt, self.backoff)
+            return RetryAfter(_retry_after(None, attempt, self.backoff))
         if result.status_code < 400:
             return result.json()
         if result.status_code not in RETRY_STATUSES or last:
             raise _error(result)
-        return _retry_after(result, attempt, self.backoff)
+        return RetryAfter(_retry_after(result, attempt, self.backoff))
 
 
 class MedixClient(_Base):
@@ -141,9 +149,9 @@ class MedixClient(_Base):
                 outcome = self._settle(self._http.post(path, json=body), attempt)
             except httpx.TransportError as exc:
                 outcome = self._settle(exc, attempt)
-            if isinstance(outcome, dict):
+            if not isinstance(outcome, RetryAfter):
                 return outcome
-            time.sleep(outcome)
+            time.sleep(outcome.seconds)
         raise AssertionError("unreachable")
 
     def reward(self, items: Sequence[dict[str, Any]], profile: str | None = None) -> list[RewardScore]:
@@ -190,9 +198,9 @@ class AsyncMedixClient(_Base):
                 outcome = self._settle(await self._http.post(path, json=body), attempt)
             except httpx.TransportError as exc:
                 outcome = self._settle(exc, attempt)
-            if isinstance(outcome, dict):
+            if not isinstance(outcome, RetryAfter):
                 return outcome
-            await asyncio.sleep(outcome)
+            await asyncio.sleep(outcome.seconds)
         raise AssertionError("unreachable")
 
     async def reward(self, items: Sequence[dict[str, Any]], profile: str | None = None) -> list[RewardScore]:

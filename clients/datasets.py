@@ -23,11 +23,17 @@ SAMPLE_KINDS = ("exact", "paraphrase", "wrong", "malformed")
 DEFAULT_MIX = {"exact": 0.25, "paraphrase": 0.35, "wrong": 0.25, "malformed": 0.15}
 
 
-def read_jsonl(path: Path) -> Iterator[dict[str, Any]]:
+def numbered_lines(path: Path) -> Iterator[tuple[int, str]]:
+    """The non-blank lines of a JSONL file as they are (newline included), each with its 1-based line number."""
     with path.open() as f:
-        for line in f:
+        for n, line in enumerate(f, start=1):
             if line.strip():
-                yield json.loads(line)
+                yield n, line
+
+
+def read_jsonl(path: Path) -> Iterator[dict[str, Any]]:
+    for _, line in numbered_lines(path):
+        yield json.loads(line)
 
 
 def modality_tag(row: dict[str, Any]) -> str | None:

@@ -20,6 +20,11 @@ PER_POOL = 4  # connections per pool
 KEEPALIVE_S = 2.0
 
 
+def auth_headers(api_key: str | None) -> dict[str, str]:
+    """The `Authorization: Bearer` header for a key; no header without one."""
+    return {"Authorization": f"Bearer {api_key}"} if api_key else {}
+
+
 class PooledAsyncClient:
     """`httpx.AsyncClient`'s `get`/`post` over ceil(max_connections / 4) pools; each request goes to the pool with
     the fewest requests in flight. `event_hooks` is one dict of lists for all pools (append to it at any time)."""

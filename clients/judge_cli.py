@@ -19,15 +19,17 @@ import sys
 import time
 from collections.abc import Callable, Iterable
 from pathlib import Path
-from typing import Annotated, Any, Literal
+from typing import Annotated, Any, Literal, TypeVar
 
 import httpx
 import typer
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
 
 from clients.client import AsyncMedixClient, MedixError
+from clients.datasets import numbered_lines
 from clients.evaluation import CONFIDENCE, RESAMPLES, SEED, fmt, summarise
 from clients.evaluation import compare as compare_runs
+from clients.http import auth_headers
 
 app = typer.Typer(help="CI evaluation with the MediX judge service.", no_args_is_help=True, add_completion=False)
 
@@ -35,6 +37,13 @@ EXIT_BELOW_MIN = 1
 EXIT_UNJUDGED = 2
 EXIT_REGRESSION = 1  # compare: the candidate is worse by more than --max-drop with 95% confidence
 EXIT_UNPAIRED = 2  # compare: no id is scored in both runs
+
+Row = TypeVar("Row")
+
+
+def warn(msg: str) -> None:
+    """A line on stderr, flushed at once (stdout carries the tables)."""
+    print(msg, file=sys.stderr, flush=True)
 
 
 class PredictionLine(BaseModel):
@@ -57,24 +66,21 @@ def read_predictions(path: Path, warn: Callable[[str], None]) -> tuple[list[Pred
     valid: list[PredictionLine] = []
     seen: set[str] = set()
     invalid = 0
-    with path.open() as f:
-        for n, line in enumerate(f, start=1):
-            if not line.strip():
-                continue
-            try:
-                row = PredictionLine.model_validate_json(line)
-            except ValidationError as exc:
-                first = exc.errors()[0]
-                where = ".".join(str(p) for p in first["loc"]) or "line"
-                warn(f"{path}:{n}: invalid line, skipped: {where}: {first['msg']}")
-                invalid += 1
-                continue
-            if row.id in seen:
-                warn(f"{path}:{n}: duplicate id {row.id!r}, skipped")
-                invalid += 1
-                continue
-            seen.add(row.id)
-            valid.append(row)
+    for n, line in numbered_lines(path):
+        try:
+            row = PredictionLine.model_validate_json(line)
+        except ValidationError as exc:
+            first = exc.errors()[0]
+            where = ".".join(str(p) for p in first["loc"]) or "line"
+            warn(f"{path}:{n}: invalid line, skipped: {where}: {first['msg']}")
+            invalid += 1
+            continue
+        if row.id in seen:
+            warn(f"{path}:{n}: duplicate id {row.id!r}, skipped")
+            invalid += 1
+            continue
+        seen.add(row.id)
+        valid.append(row)
     return valid, invalid
 
 
@@ -90,6 +96,16 @@ def read_done(path: Path) -> dict[str, dict[str, Any]]:
             if isinstance(rec, dict) and "id" in rec:
                 done[str(rec["id"])] = rec
     return done
+
+
+def _resume(rows: list[Row], id_of: Callable[[Row], str], output: Path, retry_failed: bool = False) -> list[Row]:
+    """The rows still to do: ids not in `output` yet, and with `retry_failed` those whose result there failed."""
+    done = read_done(output)
+    todo = [r for r in rows if id_of(r) not in done or (retry_failed and done[id_of(r)].get("score") is None)]
+    skipped = len(rows) - len(todo)
+    if skipped:
+        warn(f"resuming: {skipped} ids already in {output}")
+    return todo
 
 
 class Progress:
@@ -188,18 +204,25 @@ def run(
     retry_failed: Annotated[bool, typer.Option(help="Judge again ids whose earlier result failed.")] = False,
 ) -> None:
     """Judge predictions; print a per-task table. Exit 2 when items were left unjudged, 1 under --min-score."""
-    from rich.console import Console
-    from rich.table import Table
-
-    def warn(msg: str) -> None:
-        print(msg, file=sys.stderr, flush=True)
-
     rows, invalid = read_predictions(input, warn)
-    done = read_done(output)
-    todo = [r for r in rows if r.id not in done or (retry_failed and done[r.id].get("score") is None)]
-    skipped = len(rows) - len(todo)
-    if skipped:
-        warn(f"resuming: {skipped} ids already in {output}")
+    todo = _resume(rows, lambda r: r.id, output, retry_failed)
+    _judge_all(todo, url=url, api_key=api_key, batch_size=batch_size, concurrency=concurrency, rounds=rounds,
+               output=output)
+    s, judged = _summarise_output(rows, output, invalid)
+    _print_run_table(s, judged, input.name)
+    unjudged = s["unjudged"]  # batch errors of this run and of earlier ones
+    if invalid or unjudged:
+        warn(f"{invalid} invalid lines skipped; {unjudged} items left unjudged")
+    if summary:
+        summary.write_text(json.dumps(s, indent=2))
+    if markdown:
+        markdown.write_text(markdown_table(s, invalid, unjudged))
+    _run_gate(s, invalid, unjudged, min_score)
+
+
+def _judge_all(todo: list[PredictionLine], *, url: str | None, api_key: str | None, batch_size: int,
+               concurrency: int, rounds: int, output: Path) -> None:
+    """Judge `todo` in batches of `batch_size`, appending the results to `output`, with a progress bar."""
     batches = [todo[i:i + batch_size] for i in range(0, len(todo), batch_size)]
     progress = Progress(len(todo), "judging")
 
@@ -213,30 +236,38 @@ def run(
     finally:
         progress.close()
 
+
+def _summarise_output(rows: list[PredictionLine], output: Path, invalid: int) -> tuple[dict[str, Any], int]:
+    """The summary of the input's results now in `output` (this run's and earlier runs'), with `invalid_lines`
+    and `unjudged` (input rows without a result), and how many rows have a result."""
     final = read_done(output)
     records = [final[r.id] for r in rows if r.id in final]
     s = summarise(records)
-    unjudged_total = len(rows) - len(records)  # batch errors of this run and of earlier ones
-    s.update(invalid_lines=invalid, unjudged=unjudged_total)
+    s.update(invalid_lines=invalid, unjudged=len(rows) - len(records))
+    return s, len(records)
 
-    table = Table(title=f"MediX judge: {input.name}")
+
+def _print_run_table(s: dict[str, Any], judged: int, name: str) -> None:
+    """The per-task table: n, score, interval and failed items, and the overall row in bold."""
+    from rich.console import Console
+    from rich.table import Table
+
+    table = Table(title=f"MediX judge: {name}")
     for col, just in (("task", "left"), ("n", "right"), ("score", "right"), (f"{s['confidence']:.0%} CI", "right"),
                       ("failed", "right")):
         table.add_column(col, justify=just)
     for task, t in s["tasks"].items():
         table.add_row(task, str(t["n"]), fmt(t["score"]), interval_text(t["ci_low"], t["ci_high"], t["ci_method"]),
                       str(t["failed"]))
-    table.add_row("overall", str(len(records)), fmt(s["overall"]),
+    table.add_row("overall", str(judged), fmt(s["overall"]),
                   interval_text(s["overall_ci_low"], s["overall_ci_high"], s["overall_ci_method"]),
                   str(s["failed"]), style="bold")
     Console(width=100).print(table)
-    if invalid or unjudged_total:
-        warn(f"{invalid} invalid lines skipped; {unjudged_total} items left unjudged")
-    if summary:
-        summary.write_text(json.dumps(s, indent=2))
-    if markdown:
-        markdown.write_text(markdown_table(s, invalid, unjudged_total))
-    if invalid or unjudged_total or s["failed"]:
+
+
+def _run_gate(s: dict[str, Any], invalid: int, unjudged: int, min_score: float | None) -> None:
+    """Exit 2 when lines were invalid or items unjudged or failed; 1 when the overall score is under min_score."""
+    if invalid or unjudged or s["failed"]:
         raise typer.Exit(EXIT_UNJUDGED)
     if min_score is not None and (s["overall"] is None or s["overall"] < min_score):
         warn(f"overall score {s['overall']} is under --min-score {min_score}")
@@ -247,24 +278,28 @@ def read_results(path: Path, warn: Callable[[str], None]) -> dict[str, dict[str,
     """A results file as id -> record, the last record per id (as `run --retry-failed` appends); lines that are
     not a result (no id or task, a score that is neither a number nor null) are reported with their number."""
     found: dict[str, dict[str, Any]] = {}
-    with path.open() as f:
-        for n, line in enumerate(f, start=1):
-            if not line.strip():
-                continue
-            try:
-                rec = json.loads(line)
-            except ValueError:
-                warn(f"{path}:{n}: not JSON, skipped")
-                continue
-            score = rec.get("score") if isinstance(rec, dict) else None
-            # A score is null (failed) or a number in [0, 1]; NaN (which json accepts) would silence the gate.
-            if (not isinstance(rec, dict) or rec.get("id") is None or not isinstance(rec.get("task"), str)
-                    or isinstance(score, bool) or not (score is None or isinstance(score, int | float))
-                    or (score is not None and not (math.isfinite(score) and 0.0 <= score <= 1.0))):
-                warn(f"{path}:{n}: not a result (id, task, score null or in [0, 1]), skipped")
-                continue
-            found[str(rec["id"])] = rec
+    for n, line in numbered_lines(path):
+        try:
+            rec = json.loads(line)
+        except ValueError:
+            warn(f"{path}:{n}: not JSON, skipped")
+            continue
+        if not _is_result(rec):
+            warn(f"{path}:{n}: not a result (id, task, score null or in [0, 1]), skipped")
+            continue
+        found[str(rec["id"])] = rec
     return found
+
+
+def _is_result(rec: Any) -> bool:
+    """An object with an id, a task, and a score that is null (failed) or a number in [0, 1]."""
+    if not isinstance(rec, dict) or rec.get("id") is None or not isinstance(rec.get("task"), str):
+        return False
+    score = rec.get("score")
+    if score is None:
+        return True
+    # NaN (which json accepts) would silence the gate.
+    return not isinstance(score, bool) and isinstance(score, int | float) and math.isfinite(score) and 0 <= score <= 1
 
 
 def _ids(ids: list[str], limit: int) -> str:
@@ -359,28 +394,45 @@ def compare(
     Exit codes: 0 no regression (or no --max-drop); 1 regression of the overall score (or of any task with
     --each-task) beyond --max-drop; 2 the runs cannot be paired (no id scored in both) or a file is missing.
     """
-    from rich.console import Console
-    from rich.table import Table
-
-    def warn(msg: str) -> None:
-        print(msg, file=sys.stderr, flush=True)
-
     c = compare_runs(read_results(baseline, warn), read_results(candidate, warn),
                      max_drop=max_drop or 0.0, confidence=confidence, resamples=resamples, seed=seed)
-    for m in c["mismatched"]:
-        warn(f"error: id {m['id']!r}: task {m['baseline_task']!r} rubric {m['baseline_rubric']!r} in {baseline}, "
-             f"task {m['candidate_task']!r} rubric {m['candidate_rubric']!r} in {candidate}; left out")
+    _warn_mismatched(c, baseline, candidate)
     if summary:
         summary.write_text(json.dumps(c, indent=2))
     if not c["pairable"]:
-        warn(f"cannot compare: no id is scored in both {baseline} ({c['baseline_items']} ids) and {candidate} "
-             f"({c['candidate_items']} ids)")
-        for note in compare_notes(c, show_ids):
-            warn(note)
+        _warn_unpairable(c, baseline, candidate, show_ids)
         raise typer.Exit(EXIT_UNPAIRED)
+    gated = max_drop is not None
+    _print_comparison(c, baseline.name, candidate.name, confidence=confidence, gated=gated, show_ids=show_ids)
+    if markdown:
+        markdown.write_text(compare_markdown(c, baseline.name, candidate.name, gated, show_ids))
+    if gated and _regressed(c, each_task):
+        raise typer.Exit(EXIT_REGRESSION)
+
+
+def _warn_mismatched(c: dict[str, Any], baseline: Path, candidate: Path) -> None:
+    """An error line per id whose task or rubric differs between the two runs."""
+    for m in c["mismatched"]:
+        warn(f"error: id {m['id']!r}: task {m['baseline_task']!r} rubric {m['baseline_rubric']!r} in {baseline}, "
+             f"task {m['candidate_task']!r} rubric {m['candidate_rubric']!r} in {candidate}; left out")
+
+
+def _warn_unpairable(c: dict[str, Any], baseline: Path, candidate: Path, show_ids: int) -> None:
+    """Why nothing could be paired: the ids in each run, and what was left out of the pairing."""
+    warn(f"cannot compare: no id is scored in both {baseline} ({c['baseline_items']} ids) and {candidate} "
+         f"({c['candidate_items']} ids)")
+    for note in compare_notes(c, show_ids):
+        warn(note)
+
+
+def _print_comparison(c: dict[str, Any], baseline: str, candidate: str, *, confidence: float, gated: bool,
+                      show_ids: int) -> None:
+    """The per-task table of differences, the notes on what was left out, and the verdict line."""
+    from rich.console import Console
+    from rich.table import Table
 
     level = f"{confidence:.0%}"
-    table = Table(title=f"MediX judge: {candidate.name} against {baseline.name}")
+    table = Table(title=f"MediX judge: {candidate} against {baseline}")
     for col in ("task", "pairs", "baseline", "candidate", "Δ", f"{level} CI", "p", "verdict"):
         table.add_column(col, justify="left" if col in ("task", "verdict") else "right")
     for task, t in [*c["tasks"].items(), ("overall", c["overall"])]:
@@ -391,14 +443,13 @@ def compare(
     console.print(table)
     for note in compare_notes(c, show_ids):
         console.print(note, markup=False, highlight=False)
-    gated = max_drop is not None
     console.print(verdict_line(c, gated).replace("**", ""), markup=False, highlight=False)
-    if markdown:
-        markdown.write_text(compare_markdown(c, baseline.name, candidate.name, gated, show_ids))
-    regressed = c["verdict"] == "regression" or (each_task and any(
+
+
+def _regressed(c: dict[str, Any], each_task: bool) -> bool:
+    """The overall verdict is a regression, or with `each_task` any task's is."""
+    return c["verdict"] == "regression" or (each_task and any(
         t["verdict"] == "regression" for t in c["tasks"].values()))
-    if gated and regressed:
-        raise typer.Exit(EXIT_REGRESSION)
 
 
 def question_text(row: dict[str, Any], question_field: str, options_field: str) -> str:
@@ -437,65 +488,83 @@ def generate(
         "You are a medical expert. Answer the question concisely; for multiple choice, give the option."),
 ) -> None:
     """Ask the model under test each question; write id, task, question, reference, prediction."""
-
-    def warn(msg: str) -> None:
-        print(msg, file=sys.stderr, flush=True)
-
-    rows = []
-    with dataset.open() as f:
-        for n, line in enumerate(f, start=1):
-            if not line.strip():
-                continue
-            try:
-                row = json.loads(line)
-                rows.append({"id": str(row[id_field]), "task": task or str(row[task_field]),
-                             "question": question_text(row, question_field, options_field),
-                             "reference": str(row[answer_field])})
-            except (ValueError, KeyError) as exc:
-                warn(f"{dataset}:{n}: invalid row, skipped: {exc!r}")
-            if limit and len(rows) >= limit:
-                break
-    done = read_done(output)
-    todo = [r for r in rows if r["id"] not in done]
-    if len(rows) - len(todo):
-        warn(f"resuming: {len(rows) - len(todo)} ids already in {output}")
-    progress = Progress(len(todo), "generating")
-    failed = 0
-
-    async def go() -> None:
-        nonlocal failed
-        headers = {"Authorization": f"Bearer {api_key}"} if api_key else {}
-        slots = asyncio.Semaphore(concurrency)
-        async with httpx.AsyncClient(base_url=model_url.rstrip("/"), headers=headers, timeout=600) as http:
-            with output.open("a") as out:
-                async def one(row: dict[str, Any]) -> None:
-                    nonlocal failed
-                    body = {"model": model, "max_tokens": max_tokens, "temperature": 0,
-                            "messages": [{"role": "system", "content": system},
-                                         {"role": "user", "content": row["question"]}]}
-                    async with slots:
-                        try:
-                            resp = await http.post("/chat/completions", json=body)
-                            resp.raise_for_status()
-                            text = resp.json()["choices"][0]["message"]["content"] or ""
-                        except (httpx.HTTPError, KeyError, IndexError, ValueError) as exc:
-                            warn(f"id {row['id']}: generation failed: {exc!r}")
-                            failed += 1
-                            return
-                    _append(out, [{**row, "prediction": text}])
-                    progress.advance(1)
-
-                async with asyncio.TaskGroup() as group:
-                    for r in todo:
-                        group.create_task(one(r))
-
-    try:
-        asyncio.run(go())
-    finally:
-        progress.close()
+    rows = _read_questions(dataset, limit=limit, id_field=id_field, question_field=question_field,
+                           answer_field=answer_field, task_field=task_field, options_field=options_field, task=task)
+    todo = _resume(rows, lambda r: r["id"], output)
+    failed = _generate_all(todo, model_url=model_url, api_key=api_key, model=model, system=system,
+                           max_tokens=max_tokens, concurrency=concurrency, output=output)
     if failed:
         warn(f"{failed} rows failed; rerun the same command to complete them")
         raise typer.Exit(EXIT_UNJUDGED)
+
+
+def _read_questions(dataset: Path, *, limit: int | None, id_field: str, question_field: str, answer_field: str,
+                    task_field: str, options_field: str, task: str | None) -> list[dict[str, str]]:
+    """The dataset's rows as id, task, question (with its options) and reference, the first `limit` of them; an
+    invalid row is reported with its line number and skipped."""
+    rows = []
+    for n, line in numbered_lines(dataset):
+        try:
+            row = json.loads(line)
+            rows.append({"id": str(row[id_field]), "task": task or str(row[task_field]),
+                         "question": question_text(row, question_field, options_field),
+                         "reference": str(row[answer_field])})
+        except (ValueError, KeyError) as exc:
+            warn(f"{dataset}:{n}: invalid row, skipped: {exc!r}")
+        if limit and len(rows) >= limit:
+            break
+    return rows
+
+
+def _generate_all(todo: list[dict[str, str]], *, model_url: str, api_key: str | None, model: str, system: str,
+                  max_tokens: int, concurrency: int, output: Path) -> int:
+    """Ask the model for each row's prediction with a progress bar; returns how many rows failed."""
+    progress = Progress(len(todo), "generating")
+    try:
+        return asyncio.run(_generate_rows(todo, model_url=model_url, api_key=api_key, model=model, system=system,
+                                          max_tokens=max_tokens, concurrency=concurrency, output=output,
+                                          progress=progress))
+    finally:
+        progress.close()
+
+
+async def _generate_rows(todo: list[dict[str, str]], *, model_url: str, api_key: str | None, model: str,
+                         system: str, max_tokens: int, concurrency: int, output: Path, progress: Progress) -> int:
+    """Ask the model for each row's prediction, `concurrency` at once; each answered row is appended to `output`
+    as it lands. Returns how many rows failed (each reported)."""
+    failed = 0
+    slots = asyncio.Semaphore(concurrency)
+    async with httpx.AsyncClient(base_url=model_url.rstrip("/"), headers=auth_headers(api_key), timeout=600) as http:
+        with output.open("a") as out:
+            async def one(row: dict[str, str]) -> None:
+                nonlocal failed
+                async with slots:
+                    try:
+                        text = await _prediction(http, _chat_request(model, system, row["question"], max_tokens))
+                    except (httpx.HTTPError, KeyError, IndexError, ValueError) as exc:
+                        warn(f"id {row['id']}: generation failed: {exc!r}")
+                        failed += 1
+                        return
+                _append(out, [{**row, "prediction": text}])
+                progress.advance(1)
+
+            async with asyncio.TaskGroup() as group:  # an unexpected error stops every row, as a kill would
+                for r in todo:
+                    group.create_task(one(r))
+    return failed
+
+
+def _chat_request(model: str, system: str, question: str, max_tokens: int) -> dict[str, Any]:
+    """A greedy chat completion of one question under the system prompt."""
+    return {"model": model, "max_tokens": max_tokens, "temperature": 0,
+            "messages": [{"role": "system", "content": system}, {"role": "user", "content": question}]}
+
+
+async def _prediction(http: httpx.AsyncClient, body: dict[str, Any]) -> str:
+    """The model's reply text ("" for a null content); an HTTP error status raises."""
+    resp = await http.post("/chat/completions", json=body)
+    resp.raise_for_status()
+    return resp.json()["choices"][0]["message"]["content"] or ""
 
 
 if __name__ == "__main__":

@@ -7,7 +7,7 @@ import shutil
 import subprocess
 import sys
 from pathlib import Path
-from typing import Annotated
+from typing import Annotated, Any
 
 import typer
 
@@ -76,19 +76,32 @@ def main(
     """Train; print the logged steps as JSON lines."""
     from trainer.grpo import TrainOptions, train
 
+    _check_batch_size(batch_size, num_generations)
+    options = TrainOptions(model=_policy_model(model), data=data, output_dir=output_dir, reward_url=reward_url,
+                           api_key=api_key, profile=profile, max_steps=max_steps, num_generations=num_generations,
+                           batch_size=batch_size, learning_rate=learning_rate, beta=beta, temperature=temperature,
+                           max_completion_length=max_completion_length, limit=limit, holdout_every=holdout_every,
+                           worked_example=worked_example, image_hint=image_hint, reward_retries=reward_retries,
+                           gradient_checkpointing=gradient_checkpointing, bf16=bf16, seed=seed, use_vllm=use_vllm,
+                           plot=plot)
+    _print_log_history(train(options)["log_history"])
+
+
+def _check_batch_size(batch_size: int, num_generations: int) -> None:
+    """--batch-size must hold whole GRPO groups of --num-generations completions."""
     if batch_size % num_generations:
         raise typer.BadParameter(f"must be a multiple of --num-generations ({num_generations})",
                                  param_hint="--batch-size")
-    if model is None:
-        model = local_model()
-    out = train(TrainOptions(model=model, data=data, output_dir=output_dir, reward_url=reward_url, api_key=api_key,
-                             profile=profile, max_steps=max_steps, num_generations=num_generations,
-                             batch_size=batch_size, learning_rate=learning_rate, beta=beta, temperature=temperature,
-                             max_completion_length=max_completion_length, limit=limit, holdout_every=holdout_every,
-                             worked_example=worked_example, image_hint=image_hint, reward_retries=reward_retries,
-                             gradient_checkpointing=gradient_checkpointing, bf16=bf16, seed=seed, use_vllm=use_vllm,
-                             plot=plot))
-    for entry in out["log_history"]:
+
+
+def _policy_model(model: str | None) -> str:
+    """The policy given with --model, else the local SmolLM2-135M folder."""
+    return local_model() if model is None else model
+
+
+def _print_log_history(log_history: list[dict[str, Any]]) -> None:
+    """One JSON line per logged step."""
+    for entry in log_history:
         typer.echo(json.dumps(entry))
 
 

@@ -12,11 +12,10 @@ from __future__ import annotations
 import asyncio
 import json
 import os
-import statistics
 import sys
 import tempfile
 import time
-from collections.abc import Awaitable, Callable
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -24,7 +23,7 @@ from typing import Any
 import httpx
 
 from clients.client import AsyncMedixClient
-from service.backends.base import TransientBackendError, ask_verdict
+from service.backends.base import TransientBackendError
 from service.backends.http import auth_headers
 from service.reward.prompt import CHOICES
 from service.reward.wire import RewardRequest
@@ -91,8 +90,8 @@ async def engine_alone(judge: Any, calls: list[list[dict[str, str]]], *, concurr
         async with slots:
             for attempt in range(3):  # a dropped connection is retried, as the service's judge policy does
                 try:
-                    await ask_verdict(judge, messages, choices=CHOICES, max_tokens=max_tokens,
-                                      top_logprobs=top_logprobs)
+                    await judge.verdict(messages, choices=CHOICES, max_tokens=max_tokens,
+                                        top_logprobs=top_logprobs)
                     return
                 except TransientBackendError:
                     if attempt == 2:
@@ -181,14 +180,6 @@ async def fairness(url: str, small: list[dict[str, Any]], bursts: list[list[dict
     beside = await one_batch(url, small, key_b)
     await asyncio.gather(*burst)
     return Fairness(alone, beside, sum(len(b) for b in bursts), time.perf_counter() - start)
-
-
-async def median_of(repeats: int, fresh: Callable[[], Awaitable[None]], run: Callable[[], Awaitable[float]]) -> float:
-    seconds = []
-    for _ in range(repeats):
-        await fresh()
-        seconds.append(await run())
-    return statistics.median(seconds)
 
 
 if __name__ == "__main__":  # the per-sample client's own process

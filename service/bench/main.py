@@ -16,7 +16,7 @@ import time
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import httpx
 import numpy as np
@@ -32,6 +32,9 @@ from service.reward.scorer import prepare
 from service.reward.wire import RewardRequest
 from service.runtime.metrics import Metrics
 from service.settings import Settings
+
+if TYPE_CHECKING:
+    from rich.table import Table
 
 PROFILE = PROFILES["medix-r1"]
 COLD_TARGET = 6.0  # the service, cold cache, against the published one-item-at-a-time reward
@@ -311,103 +314,180 @@ def run_bench(*, data: Path, questions: int, samples: int, seed: int, judge_url:
               modes: tuple[str, ...] = MODES) -> dict[str, Any]:
     from sentence_transformers import SentenceTransformer
 
-    from service.app import build_app, make_embedder, make_judge
     from service.backends.embed_st import bundled_model_path
-    from service.bench import load
 
     rows = list(read_jsonl(data))
     items = grpo_batch(rows, questions, samples, seed=seed)
     kinds = {k: sum(i["kind"] == k for i in items) for k in DEFAULT_MIX}
-    judge_proc = None
     engine: dict[str, Any] | None = None
     out: dict[str, Any] = {"items": len(items), "mix": kinds, "modes": list(modes)}
-    if judge_url is None:
-        jport = port + 100
-        judge_url = f"http://127.0.0.1:{jport}/v1"
-        engine_dtype, why = cpu.engine_dtype(dtype or Settings().judge_dtype)
-        log(f"starting the judge server ({'eager' if eager else 'compiled'}, {engine_dtype}: {why}) on core 0 ...")
-        judge_proc = start_judge_server(jport, eager, Path(os.environ.get("TMPDIR", "/tmp")) / "medix-bench-judge.log",
-                                        engine_dtype)
-    else:
-        engine_dtype = "set by the judge server at --judge-url"
+    judge_url, judge_proc, engine_dtype = _judge_server(judge_url, port + 100, eager=eager, dtype=dtype, log=log)
     try:
         model = wait_judge(judge_url, judge_proc)
         cpu.pin_service(cpu.engine_cores("auto"))
-        # A long judge timeout: on an engine that does not batch (bf16 emulated on a CPU), verdicts queue for minutes.
-        settings = Settings(judge_backend="openai", judge_url=judge_url, judge_model=model, engine_cpus="",
-                            pin_service=False, max_items_per_request=max(4096, len(items)), judge_timeout_s=600,
-                            api_keys=list(BENCH_KEYS.values()))
-        key_a, key_b = BENCH_KEYS["key1"], BENCH_KEYS["key2"]
-        clock = BusyClock()
-        judge = Timed(make_judge(settings), clock)
-        metrics = Metrics()
-        embedder = Timed(make_embedder(settings, metrics), clock)
-        app = build_app(settings, judge=judge, embedder=embedder, metrics=metrics)
+        service = _service_under_test(_bench_settings(judge_url, model, len(items)))
         encoder = SentenceTransformer(bundled_model_path())
         log(f"batch: {questions} questions x {samples} samples = {len(items)} items; mix {kinds}")
         # Warm the judge server's compiled paths and the encoders once, outside the clocks.
         asyncio.run(baseline(items[:8], judge_url, model, encoder))
         if "engine" in modes and engine_pairs:
-            log(f"engine check: {engine_pairs} verdicts, one at a time and 16 at once, per path and prompt length ...")
-
-            async def check() -> dict[str, Any]:
-                checked = make_judge(settings)
-                await checked.start()
-                try:
-                    return await engine_check(checked, judged_pairs(items)[:engine_pairs], judge_url=judge_url,
-                                              model=model, top_logprobs=settings.verdict_top_logprobs,
-                                              prompt_cost=prompt_cost)
-                finally:
-                    await checked.close()
-
-            engine = asyncio.run(check())
-        base = None
-        if "baseline" in modes:
-            log("baseline: one item at a time ...")
-            asyncio.run(load.reset_prefix_cache(judge_url))  # from an empty engine cache, as the cold runs
-            base = asyncio.run(baseline(items, judge_url, model, encoder))
-        with ServiceThread(app, port) as svc:
-            store = app.state.scorer.cache.store
-            fresh = load.Fresh(judge_url, store.clear)
-            if base is not None:
-                log("service: cold cache ...")
-                # Cold: the reward cache cleared and the engine's prefix cache emptied, as for a new batch's
-                # prompts; then the same with the engine still holding this batch's prompts (a repeated batch).
-                cold = asyncio.run(service_run(svc.url, items, cold_repeats, clock, fresh, key_a))
-
-                async def clear_only() -> None:
-                    await fresh(empty_prefix=False)
-
-                log("service: reward cache cleared, engine holding the prompts ...")
-                held = asyncio.run(service_run(svc.url, items, cold_repeats, clock, clear_only, key_a))
-                log("service: warm cache ...")
-                warm = asyncio.run(service_run(svc.url, items, warm_repeats, clock, None, key_a))
-                out.update(baseline_section(items, base, cold, warm, held))
-            if "limit" in modes:
-                log(f"limit: the batch's judge calls straight at the engine vs the service, {cold_repeats} each ...")
-                out["limit"] = asyncio.run(limit_section(app, settings, items, fresh, svc.url, key_a,
-                                                         cold_repeats, metrics, make_judge))
-            if "per-sample" in modes:
-                log(f"per-sample: {len(items)} one-item requests at once vs one {len(items)}-item request ...")
-                out["per_sample"] = asyncio.run(per_sample_section(svc.url, items, fresh, key_a))
-            if "fairness" in modes:
-                small = grpo_batch(rows, max(1, 64 // samples), samples, seed=seed + 1000)
-                bursts = [grpo_batch(rows, questions, samples, seed=seed + 2000 + i) for i in range(4)]
-                log(f"fairness: tenant B's {len(small)}-item batch alone, then beside tenant A's 4 x "
-                    f"{len(items)}-item batches ...")
-                fair = asyncio.run(load.fairness(svc.url, small, bursts, key_a=key_a, key_b=key_b, fresh=fresh))
-                out["fairness"] = {**fair.__dict__, "small_items": len(small), "target": load.FAIRNESS_TARGET}
-            out["prefix_cache_reset"] = fresh.prefix_reset
+            engine = _run_engine_check(service.settings, items, engine_pairs, judge_url=judge_url, model=model,
+                                       prompt_cost=prompt_cost, log=log)
+        base = _run_baseline(items, judge_url, model, encoder, log) if "baseline" in modes else None
+        with ServiceThread(service.app, port) as thread:
+            out.update(_service_sections(service, thread.url, judge_url, rows=rows, items=items, base=base,
+                                         modes=modes, questions=questions, samples=samples, seed=seed,
+                                         cold_repeats=cold_repeats, warm_repeats=warm_repeats, log=log))
     finally:
-        if judge_proc is not None:
-            judge_proc.terminate()
-            judge_proc.wait(30)
+        _stop_judge_server(judge_proc)
     out.update({
         "judge_model": model,
         "judge_mode": ("eager" if eager else "compiled") if judge_proc is not None else "server at --judge-url",
-        "dtype": engine_dtype, "cpu": cpu.cpu_summary(), "verdict": judge.describe(), "engine": engine,
+        "dtype": engine_dtype, "cpu": cpu.cpu_summary(), "verdict": service.judge.describe(), "engine": engine,
     })
     return out
+
+
+def _judge_server(judge_url: str | None, port: int, *, eager: bool, dtype: str | None,
+                  log: Callable[[str], None]) -> tuple[str, subprocess.Popen[bytes] | None, str]:
+    """The judge server at `judge_url`, else one started here on `port`: its URL, the process started (None for
+    a given server) and what the run reports as its dtype."""
+    if judge_url is not None:
+        return judge_url, None, "set by the judge server at --judge-url"
+    engine_dtype, why = cpu.engine_dtype(dtype or Settings().judge_dtype)
+    log(f"starting the judge server ({'eager' if eager else 'compiled'}, {engine_dtype}: {why}) on core 0 ...")
+    proc = start_judge_server(port, eager, Path(os.environ.get("TMPDIR", "/tmp")) / "medix-bench-judge.log",
+                              engine_dtype)
+    return f"http://127.0.0.1:{port}/v1", proc, engine_dtype
+
+
+def _stop_judge_server(proc: subprocess.Popen[bytes] | None) -> None:
+    if proc is not None:
+        proc.terminate()
+        proc.wait(30)
+
+
+def _bench_settings(judge_url: str, model: str, items: int) -> Settings:
+    """The service's settings for the bench: the judge server's model, no core pinning of its own, the whole
+    batch in one request, and the two bench tenants' keys."""
+    # A long judge timeout: on an engine that does not batch (bf16 emulated on a CPU), verdicts queue for minutes.
+    return Settings(judge_backend="openai", judge_url=judge_url, judge_model=model, engine_cpus="",
+                    pin_service=False, max_items_per_request=max(4096, items), judge_timeout_s=600,
+                    api_keys=list(BENCH_KEYS.values()))
+
+
+@dataclass
+class ServiceUnderTest:
+    """The service's app, built in this process, with its judge and embedder calls timed on `clock`."""
+
+    app: Any
+    settings: Settings
+    judge: Timed
+    metrics: Metrics
+    clock: BusyClock
+
+
+def _service_under_test(settings: Settings) -> ServiceUnderTest:
+    from service.app import build_app, make_embedder, make_judge
+
+    clock = BusyClock()
+    judge = Timed(make_judge(settings), clock)
+    metrics = Metrics()
+    embedder = Timed(make_embedder(settings, metrics), clock)
+    app = build_app(settings, judge=judge, embedder=embedder, metrics=metrics)
+    return ServiceUnderTest(app=app, settings=settings, judge=judge, metrics=metrics, clock=clock)
+
+
+def _run_engine_check(settings: Settings, items: list[dict[str, Any]], pairs: int, *, judge_url: str, model: str,
+                      prompt_cost: bool, log: Callable[[str], None]) -> dict[str, Any]:
+    """The engine check on the batch's first `pairs` judged pairs, through a judge backend of its own."""
+    from service.app import make_judge
+
+    log(f"engine check: {pairs} verdicts, one at a time and 16 at once, per path and prompt length ...")
+
+    async def check() -> dict[str, Any]:
+        checked = make_judge(settings)
+        await checked.start()
+        try:
+            return await engine_check(checked, judged_pairs(items)[:pairs], judge_url=judge_url, model=model,
+                                      top_logprobs=settings.verdict_top_logprobs,
+                                      prompt_cost=prompt_cost)
+        finally:
+            await checked.close()
+
+    return asyncio.run(check())
+
+
+def _run_baseline(items: list[dict[str, Any]], judge_url: str, model: str, encoder: Any,
+                  log: Callable[[str], None]) -> Outcome:
+    from service.bench import load
+
+    log("baseline: one item at a time ...")
+    asyncio.run(load.reset_prefix_cache(judge_url))  # from an empty engine cache, as the cold runs
+    return asyncio.run(baseline(items, judge_url, model, encoder))
+
+
+def _service_sections(service: ServiceUnderTest, url: str, judge_url: str, *, rows: list[dict[str, Any]],
+                      items: list[dict[str, Any]], base: Outcome | None, modes: tuple[str, ...], questions: int,
+                      samples: int, seed: int, cold_repeats: int, warm_repeats: int,
+                      log: Callable[[str], None]) -> dict[str, Any]:
+    """The sections run against the service at `url` (its judge server at `judge_url`), each from emptied
+    caches."""
+    from service.app import make_judge
+    from service.bench import load
+
+    key_a = BENCH_KEYS["key1"]
+    fresh = load.Fresh(judge_url, service.app.state.scorer.cache.store.clear)
+    out: dict[str, Any] = {}
+    if base is not None:
+        cold, held, warm = _cold_held_warm(url, items, service.clock, fresh, key_a, cold_repeats=cold_repeats,
+                                           warm_repeats=warm_repeats, log=log)
+        out.update(baseline_section(items, base, cold, warm, held))
+    if "limit" in modes:
+        log(f"limit: the batch's judge calls straight at the engine vs the service, {cold_repeats} each ...")
+        out["limit"] = asyncio.run(limit_section(service.app, service.settings, items, fresh, url, key_a,
+                                                 cold_repeats, service.metrics, make_judge))
+    if "per-sample" in modes:
+        log(f"per-sample: {len(items)} one-item requests at once vs one {len(items)}-item request ...")
+        out["per_sample"] = asyncio.run(per_sample_section(url, items, fresh, key_a))
+    if "fairness" in modes:
+        out["fairness"] = _run_fairness(url, rows, items, questions=questions, samples=samples, seed=seed,
+                                        fresh=fresh, log=log)
+    out["prefix_cache_reset"] = fresh.prefix_reset
+    return out
+
+
+def _cold_held_warm(url: str, items: list[dict[str, Any]], clock: BusyClock, fresh: Any, key: str, *,
+                    cold_repeats: int, warm_repeats: int,
+                    log: Callable[[str], None]) -> tuple[Outcome, Outcome, Outcome]:
+    """The service's runs of the batch: cold, cold with the engine holding the prompts, and warm."""
+    log("service: cold cache ...")
+    # Cold: the reward cache cleared and the engine's prefix cache emptied, as for a new batch's
+    # prompts; then the same with the engine still holding this batch's prompts (a repeated batch).
+    cold = asyncio.run(service_run(url, items, cold_repeats, clock, fresh, key))
+
+    async def clear_only() -> None:
+        await fresh(empty_prefix=False)
+
+    log("service: reward cache cleared, engine holding the prompts ...")
+    held = asyncio.run(service_run(url, items, cold_repeats, clock, clear_only, key))
+    log("service: warm cache ...")
+    warm = asyncio.run(service_run(url, items, warm_repeats, clock, None, key))
+    return cold, held, warm
+
+
+def _run_fairness(url: str, rows: list[dict[str, Any]], items: list[dict[str, Any]], *, questions: int,
+                  samples: int, seed: int, fresh: Any, log: Callable[[str], None]) -> dict[str, Any]:
+    """Tenant B's small batch alone, then beside tenant A's four batches the size of the bench's."""
+    from service.bench import load
+
+    small = grpo_batch(rows, max(1, 64 // samples), samples, seed=seed + 1000)
+    bursts = [grpo_batch(rows, questions, samples, seed=seed + 2000 + i) for i in range(4)]
+    log(f"fairness: tenant B's {len(small)}-item batch alone, then beside tenant A's 4 x "
+        f"{len(items)}-item batches ...")
+    fair = asyncio.run(load.fairness(url, small, bursts, key_a=BENCH_KEYS["key1"], key_b=BENCH_KEYS["key2"],
+                                     fresh=fresh))
+    return {**fair.__dict__, "small_items": len(small), "target": load.FAIRNESS_TARGET}
 
 
 def baseline_section(items: list[dict[str, Any]], base: Outcome, cold: Outcome, warm: Outcome,
@@ -477,85 +557,132 @@ async def per_sample_section(url: str, items: list[dict[str, Any]], fresh: Any, 
 def report(r: dict[str, Any], echo: Callable[[str], None], show: Callable[[Any], None]) -> bool:
     """Print the bench's tables and ratios; False when the service's deterministic components disagreed with the
     baseline's (the one outcome that fails the bench)."""
-    from rich.table import Table
+    _report_setup(r, echo)
+    if r["engine"]:
+        _report_engine(r["engine"], echo, show)
+    ok = _report_baseline(r, echo, show) if "baseline" in r else True
+    if "limit" in r:
+        _report_limit(r["limit"], r["items"], echo, show)
+    if "per_sample" in r:
+        _report_per_sample(r["per_sample"], r["items"], echo)
+    if "fairness" in r:
+        _report_fairness(r["fairness"], echo)
+    return ok
 
+
+def _report_setup(r: dict[str, Any], echo: Callable[[str], None]) -> None:
+    """The judge, its dtype and verdict path, the CPU, and whether runs could start from an empty prefix cache."""
     verdict = r["verdict"]
     echo(f"judge {r['judge_model']} ({r['judge_mode']}), dtype {r['dtype']}; verdict: "
          f"{verdict.get('verdict')} ({verdict.get('verdict_reason', '')})\nCPU: {r['cpu']}")
     if r.get("prefix_cache_reset") is False:
         echo("note: the judge server does not offer /reset_prefix_cache; runs may reuse each other's prefixes")
-    if r["engine"]:
-        e = r["engine"]
-        engine = Table(title=f"engine check: {e['pairs']} distinct verdicts, default prompt")
-        for col in ("path", "verdicts/s, 1 at a time", f"verdicts/s, {e['concurrency']} at once", "batching gain",
-                    "engine ms/verdict"):
-            engine.add_column(col, justify="right")
-        for path, label in PATHS.items():
-            x = e[path]
-            engine.add_row(label, f"{x['one_at_a_time_per_s']:.2f}", f"{x['at_once_per_s']:.2f}",
-                           f"{x['batching_gain']:.1f}x", f"{x['ms_per_verdict']:.0f}")
-        show(engine)
-        if e["prompt_cost"]:
-            cost = Table(title=f"prompt length (single step, {e['cost_pairs']} verdicts, {e['concurrency']} at once)")
-            for col in ("prompt", "prompt tokens", "ms/verdict, every token computed",
-                        "ms/verdict, system prompt cached"):
-                cost.add_column(col, justify="right")
-            for c in e["prompt_cost"]:
-                cost.add_row(c["prompt"], str(c["tokens"] or "?"), f"{c['ms_per_verdict']:.0f}",
-                             f"{c['ms_per_verdict_cached']:.0f}")
-            show(cost)
-        if "ms_per_100_prompt_tokens" in e:
-            echo(f"a judge prompt costs {e['ms_per_100_prompt_tokens']:.0f} ms of engine time per verdict "
-                 "per 100 tokens computed")
-    ok = True
-    if "baseline" in r:
-        table = Table(title=f"{r['items']} items, judge {r['judge_model']} ({r['judge_mode']}, {r['dtype']}), "
-                      f"mix {r['mix']}")
-        for col in ("run", "items/s", "x baseline", "p50 s", "p99 s", "overhead p50 ms"):
-            table.add_column(col, justify="right")
-        table.add_row("baseline (1 item at a time)", f"{r['baseline']['items_per_s']:.1f}", "1.0",
-                      f"{r['baseline']['seconds']:.2f}", "", "")
-        rows = {"cold": "service, cold (caches emptied)", "held": "service, cold, engine holding the prompts",
-                "warm": "service, warm cache"}
-        for name, label in rows.items():
-            x = r[name]
-            table.add_row(label, f"{x['items_per_s']:.1f}", f"{x['ratio']:.1f}",
-                          f"{x['p50_s']:.3f}", f"{x['p99_s']:.3f}", f"{x['overhead_s_p50'] * 1000:.1f}")
-        show(table)
-        echo(f"cold: {r['cold']['ratio']:.1f}x the sequential baseline (target {COLD_TARGET:g}x); "
-             f"{r['held']['ratio']:.1f}x with the engine still holding the batch's prompts")
-        a = r["agreement"]
-        echo(f"deterministic component mismatches: {a['deterministic_mismatches']} of {r['items']}; "
-             f"judge verdict agreement {a['verdict_agreement']:.1%} on {a['judged_items']} judged items; "
-             f"max similarity difference {a['max_similarity_diff']:.2e}")
-        ok = not a["deterministic_mismatches"]
-    if "limit" in r:
-        x = r["limit"]
-        phases = Table(title=f"service phases, seconds per cold {r['items']}-item request (phases overlap: judge "
-                       "and embed run together; judge_queue and judge_call are summed over calls)")
-        for col in ("phase", "s per request"):
-            phases.add_column(col, justify="right")
-        for name, seconds in x["phases_s_per_request"].items():
-            phases.add_row(name, f"{seconds:.3f}")
-        show(phases)
-        per_call = {k: x["phases_s_per_request"][k] / max(1, x["judge_calls"]) for k in ("judge_queue", "judge_call")}
-        echo(f"per judge call: {per_call['judge_queue']:.3f} s waiting for a slot, {per_call['judge_call']:.3f} s "
-             "at the engine (mean)")
-        ways = ", ".join(f"{way} {sec:.2f} s" for way, sec in x["engine_median_s"].items())
-        echo(f"engine limit: the batch's {x['judge_calls']} judge calls straight at the engine ({x['concurrency']} in "
-             f"flight): {ways}; the service's cold batch {x['service_median_s']:.2f} s (medians of "
-             f"{len(x['service_s'])}): {x['ratio']:.2f} of the engine's limit (target >= {x['target']:g})")
-    if "per_sample" in r:
-        x = r["per_sample"]
-        for prefix in ("emptied", "warm"):
-            y = x[prefix]
-            echo(f"per-sample, engine prefix cache {prefix}: {r['items']} one-item requests at once "
-                 f"{y['per_sample_s']:.2f} s vs one {r['items']}-item request {y['batch_s']:.2f} s: "
-                 f"{y['ratio']:.2f}x (target <= {x['target']:g}x); {y['replies_429']} replies 429, "
-                 f"{y['unscored']} items unscored")
-    if "fairness" in r:
-        x = r["fairness"]
-        echo(f"fairness: tenant B's {x['small_items']}-item batch alone {x['alone_s']:.2f} s, beside tenant A's "
-             f"{x['burst_items']} items in flight {x['beside_s']:.2f} s: {x['ratio']:.2f}x "
-             f"(target <= {x['target']:g}x); A's burst took {x['burst_s']:.1f} s")
-    return ok
+
+
+def _report_engine(e: dict[str, Any], echo: Callable[[str], None], show: Callable[[Any], None]) -> None:
+    show(_engine_table(e))
+    if e["prompt_cost"]:
+        show(_prompt_cost_table(e))
+    if "ms_per_100_prompt_tokens" in e:
+        echo(f"a judge prompt costs {e['ms_per_100_prompt_tokens']:.0f} ms of engine time per verdict "
+             "per 100 tokens computed")
+
+
+def _engine_table(e: dict[str, Any]) -> Table:
+    """Verdicts per second one at a time and all at once, per verdict path."""
+    from rich.table import Table
+
+    engine = Table(title=f"engine check: {e['pairs']} distinct verdicts, default prompt")
+    for col in ("path", "verdicts/s, 1 at a time", f"verdicts/s, {e['concurrency']} at once", "batching gain",
+                "engine ms/verdict"):
+        engine.add_column(col, justify="right")
+    for path, label in PATHS.items():
+        x = e[path]
+        engine.add_row(label, f"{x['one_at_a_time_per_s']:.2f}", f"{x['at_once_per_s']:.2f}",
+                       f"{x['batching_gain']:.1f}x", f"{x['ms_per_verdict']:.0f}")
+    return engine
+
+
+def _prompt_cost_table(e: dict[str, Any]) -> Table:
+    """Engine time per verdict for prompts of three lengths, every token computed and system prompt cached."""
+    from rich.table import Table
+
+    cost = Table(title=f"prompt length (single step, {e['cost_pairs']} verdicts, {e['concurrency']} at once)")
+    for col in ("prompt", "prompt tokens", "ms/verdict, every token computed",
+                "ms/verdict, system prompt cached"):
+        cost.add_column(col, justify="right")
+    for c in e["prompt_cost"]:
+        cost.add_row(c["prompt"], str(c["tokens"] or "?"), f"{c['ms_per_verdict']:.0f}",
+                     f"{c['ms_per_verdict_cached']:.0f}")
+    return cost
+
+
+def _report_baseline(r: dict[str, Any], echo: Callable[[str], None], show: Callable[[Any], None]) -> bool:
+    """The baseline against the service, cold and warm, and the agreement of their scores; False when a
+    deterministic component disagreed."""
+    show(_baseline_table(r))
+    echo(f"cold: {r['cold']['ratio']:.1f}x the sequential baseline (target {COLD_TARGET:g}x); "
+         f"{r['held']['ratio']:.1f}x with the engine still holding the batch's prompts")
+    a = r["agreement"]
+    echo(f"deterministic component mismatches: {a['deterministic_mismatches']} of {r['items']}; "
+         f"judge verdict agreement {a['verdict_agreement']:.1%} on {a['judged_items']} judged items; "
+         f"max similarity difference {a['max_similarity_diff']:.2e}")
+    return not a["deterministic_mismatches"]
+
+
+def _baseline_table(r: dict[str, Any]) -> Table:
+    from rich.table import Table
+
+    table = Table(title=f"{r['items']} items, judge {r['judge_model']} ({r['judge_mode']}, {r['dtype']}), "
+                  f"mix {r['mix']}")
+    for col in ("run", "items/s", "x baseline", "p50 s", "p99 s", "overhead p50 ms"):
+        table.add_column(col, justify="right")
+    table.add_row("baseline (1 item at a time)", f"{r['baseline']['items_per_s']:.1f}", "1.0",
+                  f"{r['baseline']['seconds']:.2f}", "", "")
+    rows = {"cold": "service, cold (caches emptied)", "held": "service, cold, engine holding the prompts",
+            "warm": "service, warm cache"}
+    for name, label in rows.items():
+        x = r[name]
+        table.add_row(label, f"{x['items_per_s']:.1f}", f"{x['ratio']:.1f}",
+                      f"{x['p50_s']:.3f}", f"{x['p99_s']:.3f}", f"{x['overhead_s_p50'] * 1000:.1f}")
+    return table
+
+
+def _report_limit(x: dict[str, Any], items: int, echo: Callable[[str], None], show: Callable[[Any], None]) -> None:
+    """The service's phases, a judge call's wait and time at the engine, and the service against the engine's
+    own limit."""
+    show(_phases_table(x, items))
+    per_call = {k: x["phases_s_per_request"][k] / max(1, x["judge_calls"]) for k in ("judge_queue", "judge_call")}
+    echo(f"per judge call: {per_call['judge_queue']:.3f} s waiting for a slot, {per_call['judge_call']:.3f} s "
+         "at the engine (mean)")
+    ways = ", ".join(f"{way} {sec:.2f} s" for way, sec in x["engine_median_s"].items())
+    echo(f"engine limit: the batch's {x['judge_calls']} judge calls straight at the engine ({x['concurrency']} in "
+         f"flight): {ways}; the service's cold batch {x['service_median_s']:.2f} s (medians of "
+         f"{len(x['service_s'])}): {x['ratio']:.2f} of the engine's limit (target >= {x['target']:g})")
+
+
+def _phases_table(x: dict[str, Any], items: int) -> Table:
+    from rich.table import Table
+
+    phases = Table(title=f"service phases, seconds per cold {items}-item request (phases overlap: judge "
+                   "and embed run together; judge_queue and judge_call are summed over calls)")
+    for col in ("phase", "s per request"):
+        phases.add_column(col, justify="right")
+    for name, seconds in x["phases_s_per_request"].items():
+        phases.add_row(name, f"{seconds:.3f}")
+    return phases
+
+
+def _report_per_sample(x: dict[str, Any], items: int, echo: Callable[[str], None]) -> None:
+    for prefix in ("emptied", "warm"):
+        y = x[prefix]
+        echo(f"per-sample, engine prefix cache {prefix}: {items} one-item requests at once "
+             f"{y['per_sample_s']:.2f} s vs one {items}-item request {y['batch_s']:.2f} s: "
+             f"{y['ratio']:.2f}x (target <= {x['target']:g}x); {y['replies_429']} replies 429, "
+             f"{y['unscored']} items unscored")
+
+
+def _report_fairness(x: dict[str, Any], echo: Callable[[str], None]) -> None:
+    echo(f"fairness: tenant B's {x['small_items']}-item batch alone {x['alone_s']:.2f} s, beside tenant A's "
+         f"{x['burst_items']} items in flight {x['beside_s']:.2f} s: {x['ratio']:.2f}x "
+         f"(target <= {x['target']:g}x); A's burst took {x['burst_s']:.1f} s")
