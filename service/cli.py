@@ -70,7 +70,8 @@ def settings_table() -> str:
 
 @app.command("settings")
 def settings_cmd() -> None:
-    """Print every MEDIX_* setting with its default and meaning (the README's table)."""
+    """Print every MEDIX_* setting with its default and meaning, grouped by concern (the tables of
+    docs/configuration.md)."""
     typer.echo(settings_table(), nl=False)
 
 
@@ -131,7 +132,7 @@ def judge_server(
             "--served-model-name", name, "--host", host, "--port", str(port),
             "--max-model-len", str(settings.vllm_max_model_len),
             "--gpu-memory-utilization", str(settings.vllm_memory_fraction), "--dtype", chosen]
-    # Priority scheduling: the service sends each call's tenant priority (see service/scheduling.py).
+    # Priority scheduling: the service sends each call's tenant priority (see service/runtime/scheduling.py).
     argv += ["--scheduling-policy", "priority"]
     seqs = cpu.engine_max_num_seqs(settings.vllm_max_num_seqs, cpu.has_gpu())
     argv += ["--max-num-seqs", str(seqs)] if seqs else []

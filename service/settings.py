@@ -9,7 +9,7 @@ import warnings
 from pathlib import Path
 from typing import Annotated, Any, Literal
 
-from pydantic import Field, SecretStr, field_validator
+from pydantic import Field, SecretStr, field_validator, model_validator
 from pydantic.fields import FieldInfo
 from pydantic_settings import BaseSettings, NoDecode, PydanticBaseSettingsSource, SettingsConfigDict
 
@@ -78,10 +78,12 @@ class Settings(BaseSettings):
 
     # --- Judge backend: the LLM server or in-process engine behind verdicts and /judge ----------------
     judge_backend: Literal["vllm", "openai"] = Field(
-        "vllm", description="`vllm`: in-process vLLM engine (embedded default); `openai`: an OpenAI-compatible server."
+        "vllm", description="`vllm`: in-process vLLM engine (embedded default); `openai`: an OpenAI-compatible server. "
+        "Unset: `openai` when MEDIX_JUDGE_URL or MEDIX_JUDGE_URLS is set, else `vllm`."
     )
     judge_url: str | None = Field(
-        None, description="Base URL of the OpenAI-compatible judge server, ending in /v1 (backend `openai`)."
+        None, description="Base URL of the OpenAI-compatible judge server, ending in /v1 (e.g. "
+        "`http://judge:8000/v1`); setting it selects backend `openai` unless MEDIX_JUDGE_BACKEND says otherwise."
     )
     judge_urls: Annotated[list[str], NoDecode] = Field(
         default_factory=list,
@@ -98,7 +100,10 @@ class Settings(BaseSettings):
     judge_retries: int = Field(2, ge=0, description="Retries after a failed judge call (connection error, 5xx).")
     judge_backoff_s: float = Field(0.2, ge=0, description="First retry delay; doubles each retry, with jitter.")
     judge_concurrency: int = Field(
-        128, ge=1, description="Judge calls in flight at once, across all requests (the engine batches them)."
+        128, ge=1, description="Judge slots: the judge calls /reward and /judge together keep in flight (the engine "
+        "batches them), shared fairly between tenants. A tenant below its weighted share takes a slot at once, past "
+        "this number if need be (in flight then stays under twice it); lent slots are paid back before a waiting "
+        "call gets one."
     )
     vllm_max_model_len: int = Field(2048, description="Context length of the in-process engine.")
     vllm_max_num_seqs: int | None = Field(
@@ -155,14 +160,18 @@ class Settings(BaseSettings):
 
     # --- Embedding backend -----------------------------------------------------------------------
     embed_backend: Literal["sentence-transformers", "openai"] = Field(
-        "sentence-transformers", description="In-process sentence-transformers, or an OpenAI-compatible server."
+        "sentence-transformers", description="In-process sentence-transformers, or an OpenAI-compatible server "
+        "(vLLM, TEI). Unset: `openai` when MEDIX_EMBED_URL is set, else `sentence-transformers`."
     )
     embed_model: str | None = Field(
         None,
         description="sentence-transformers model name or path (default: bundled all-MiniLM-L6-v2); "
         "for `openai`, the served model name.",
     )
-    embed_url: str | None = Field(None, description="Base URL of an OpenAI-compatible /v1/embeddings server.")
+    embed_url: str | None = Field(
+        None, description="Base URL of an OpenAI-compatible embeddings server, ending in /v1 (e.g. "
+        "`http://embed:8000/v1`: the service posts to <url>/embeddings); setting it selects backend `openai` "
+        "unless MEDIX_EMBED_BACKEND says otherwise.")
     embed_api_key: SecretStr | None = Field(None, description="Bearer key sent to the embedding server.")
     embed_device: str | None = Field(None, description="torch device for sentence-transformers (default: auto).")
     embed_batch_size: int = Field(256, ge=1, description="Most texts in one encode call (micro-batcher).")
@@ -197,7 +206,8 @@ class Settings(BaseSettings):
     api_keys: Annotated[list[SecretStr], NoDecode] = Field(
         default_factory=list,
         description="API keys (JSON list, or comma-separated) enabling `Authorization: Bearer` on /reward, "
-        "/get_reward and /judge; empty disables auth.",
+        "/get_reward and /judge; each is a tenant named `key1`, `key2`, ... in the order listed (in logs, limits "
+        "and metrics). Empty (and no key file) disables auth.",
     )
     api_keys_file: Path | None = Field(
         None, description="A file of `name: key` lines (or a JSON object name -> key); names label logs and limits."
@@ -229,6 +239,16 @@ class Settings(BaseSettings):
     @classmethod
     def _strip_slash(cls, v: str | None) -> str | None:
         return v.rstrip("/") if v else v
+
+    @model_validator(mode="after")
+    def _backend_follows_url(self) -> Settings:
+        """A URL given and no backend named means that server: the in-process default would ignore the URL."""
+        named = self.model_fields_set
+        if "judge_backend" not in named and (self.judge_url or self.judge_urls):
+            self.judge_backend = "openai"
+        if "embed_backend" not in named and self.embed_url:
+            self.embed_backend = "openai"
+        return self
 
     @property
     def local_judge_dir(self) -> Path:

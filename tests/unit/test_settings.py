@@ -30,3 +30,52 @@ def test_the_embedder_has_its_own_backoff(monkeypatch):
     monkeypatch.setenv("MEDIX_EMBED_BACKOFF_S", "1.5")
     s = Settings()
     assert s.embed_backoff_s == 1.5 and s.judge_backoff_s == 0.2
+
+
+@pytest.fixture
+def no_backend_env(monkeypatch):
+    names = ("MEDIX_JUDGE_BACKEND", "MEDIX_JUDGE_URL", "MEDIX_JUDGE_URLS", "MEDIX_EMBED_BACKEND", "MEDIX_EMBED_URL")
+    for name in names:
+        monkeypatch.delenv(name, raising=False)
+    return monkeypatch
+
+
+def test_with_no_url_the_backends_are_in_process(no_backend_env):
+    s = Settings()
+    assert (s.judge_backend, s.embed_backend) == ("vllm", "sentence-transformers")
+
+
+@pytest.mark.parametrize("name", ["MEDIX_JUDGE_URL", "MEDIX_JUDGE_URLS"])
+def test_a_judge_url_alone_selects_the_server_backend(no_backend_env, name):
+    no_backend_env.setenv(name, "http://judge:8000/v1")
+    s = Settings()
+    assert s.judge_backend == "openai" and s.embed_backend == "sentence-transformers"
+
+
+def test_an_embed_url_alone_selects_the_server_backend(no_backend_env):
+    no_backend_env.setenv("MEDIX_EMBED_URL", "http://embed:8000/v1/")
+    s = Settings()
+    assert s.embed_backend == "openai" and s.embed_url == "http://embed:8000/v1" and s.judge_backend == "vllm"
+
+
+def test_a_backend_named_wins_over_the_url(no_backend_env):
+    no_backend_env.setenv("MEDIX_JUDGE_URL", "http://judge:8000/v1")
+    no_backend_env.setenv("MEDIX_JUDGE_BACKEND", "vllm")
+    no_backend_env.setenv("MEDIX_EMBED_URL", "http://embed:8000/v1")
+    no_backend_env.setenv("MEDIX_EMBED_BACKEND", "sentence-transformers")
+    s = Settings()
+    assert (s.judge_backend, s.embed_backend) == ("vllm", "sentence-transformers")
+    assert Settings(judge_backend="vllm", judge_url="http://j/v1").judge_backend == "vllm"
+
+
+def test_a_url_given_in_code_selects_the_server_backend_too(no_backend_env):
+    s = Settings(judge_url="http://judge:8000/v1", embed_url="http://embed:8000/v1")
+    assert (s.judge_backend, s.embed_backend) == ("openai", "openai")
+
+
+def test_the_default_follows_the_url_with_a_deprecated_name_set(no_backend_env):
+    no_backend_env.setenv("MEDIX_JUDGE_URL", "http://judge:8000/v1")
+    no_backend_env.setenv("MEDIX_JUDGE_MAX_TOKENS", "6")
+    with pytest.warns(DeprecationWarning):
+        s = Settings()
+    assert s.judge_backend == "openai" and s.verdict_max_tokens == 6
