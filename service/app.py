@@ -20,7 +20,7 @@ from service.runtime.cache import Cache, CacheStore, MemoryStore, RedisStore
 from service.runtime.exceptions import redact
 from service.runtime.metrics import Metrics
 from service.runtime.ratelimit import RateLimiter
-from service.runtime.scheduling import FairSlots, PrefixWarmup
+from service.runtime.scheduling import FairSlots, PrefixWarmup, max_in_flight
 from service.settings import Settings
 
 log = logging.getLogger("medix.app")
@@ -35,7 +35,7 @@ def make_judge(settings: Settings) -> JudgeBackend:
 
         key = settings.judge_api_key.get_secret_value() if settings.judge_api_key else None
         return OpenAIJudge(urls, settings.judge_model, key, settings.judge_timeout_s,
-                           max_connections=settings.judge_concurrency)
+                           max_connections=max_in_flight(settings.judge_concurrency))
     from service.backends.judge_vllm import VLLMJudge
 
     model_dir = settings.judge_model or str(settings.local_judge_dir)
@@ -131,7 +131,7 @@ async def init_app_state(state: Any, settings: Settings, metrics: Metrics, closi
         verdict_top_logprobs=settings.verdict_top_logprobs, retry_after_s=settings.retry_after_s,
         max_answer_chars=settings.verdict_max_answer_chars, default_profile=settings.default_profile,
         judge_slots=judge_slots, judge_breaker=judge_breaker, embed_breaker=embed_breaker,
-        warmup=PrefixWarmup(settings.verdict_prefix_warm_s),
+        warmup=PrefixWarmup(settings.verdict_prefix_warm_s, max_wait_s=settings.judge_timeout_s),
     )
     state.evaluator = Evaluator(
         judge=judge, cache=cache, metrics=metrics, policy=judge_policy, judge_slots=judge_slots,

@@ -30,7 +30,7 @@ from service.reward.wire import (
     RewardResult,
 )
 from service.runtime.cache import Cache
-from service.runtime.concurrency import gather_or_cancel, off_loop
+from service.runtime.concurrency import gather_all, off_loop
 from service.runtime.exceptions import InputRejected, InvalidRequest
 from service.runtime.memo import Memo
 from service.runtime.metrics import Metrics
@@ -175,7 +175,8 @@ class RewardScorer:
         prepared, keys, pairs, texts = plan.prepared, plan.keys, plan.pairs, plan.texts
         self.metrics.items.labels(route).inc(len(prepared))
 
-        judged, embedded = await gather_or_cancel(
+        # Both run to their end even when one fails: what each finished is cached for the retry.
+        judged, embedded = await gather_all(
             self._verdicts.resolve(self.cache, pairs, lambda p: self._judge_or_reject(p, tenant),
                                    model_id=judge_model, tenant=tenant, timer=timer),
             self._vectors.resolve_batch(self.cache, texts, lambda missing: self._embed_all(missing, tenant),
@@ -228,7 +229,7 @@ class RewardScorer:
         longer than its context): the item then fails alone, with an error, and the rest of the batch is scored.
         The slot is taken before the breaker check and outside the retry timeout (queueing is not a timeout)."""
         prefix = self.prompt.fingerprint
-        async with self._warmup.gate(prefix), self._judge_slots.slot(tenant):
+        async with self._warmup.gate(prefix, tenant), self._judge_slots.slot(tenant):
             start = time.perf_counter()
             try:
                 return await self._judge_one(p)

@@ -15,22 +15,23 @@ async def off_loop(fn: Callable[[], T], *, heavy: bool) -> T:
     return await asyncio.to_thread(fn) if heavy else fn()
 
 
-async def gather_or_cancel(*aws: Awaitable[Any]) -> list[Any]:
-    """Like asyncio.gather, but the first failure cancels the siblings and is raised as itself."""
+async def gather_all(*aws: Awaitable[Any]) -> list[Any]:
+    """Like asyncio.gather, but a failure does not stop the others: each runs to its end (what it finished is
+    kept, e.g. cached), then the first failure in argument order is raised. Cancelling the caller cancels all."""
     tasks = [asyncio.ensure_future(a) for a in aws]
     if not tasks:
         return []
     try:
-        done, _ = await asyncio.wait(tasks, return_when=asyncio.FIRST_EXCEPTION)
-        for t in done:
-            if t.exception() is not None:
-                raise t.exception()  # type: ignore[misc]
-        return [t.result() for t in tasks]
+        await asyncio.wait(tasks)
     finally:
         for t in tasks:
             if not t.done():
                 t.cancel()
         await asyncio.gather(*tasks, return_exceptions=True)
+    for t in tasks:
+        if t.exception() is not None:
+            raise t.exception()  # type: ignore[misc]
+    return [t.result() for t in tasks]
 
 
 class Coalescer:

@@ -9,8 +9,9 @@ not for all of them.
 
 A tenant that holds fewer slots than its weighted share of the capacity (among the tenants with calls held or
 waiting) does not wait for another tenant's calls to finish: it takes a slot at once, past the capacity if need
-be, and the slots so lent are paid back before any waiting call gets one. In flight stays under twice the
-capacity, and a lab's batch starts at once beside another lab's burst instead of waiting for a slot per call.
+be, and the slots so lent are paid back before any waiting call gets one. Lending stops at `max_in_flight`
+(twice the capacity), however many tenants arrive, so a lab's batch starts at once beside another lab's burst
+and the judge's connection pool, sized to `max_in_flight`, always has a connection for a call that holds a slot.
 
 The same order continues inside the judge engine: each call carries a priority, its tenant's calls already in
 the engine at dispatch divided by the tenant's weight (0 for a tenant with nothing there), which a vLLM engine
@@ -21,6 +22,7 @@ the waiting calls of a tenant that already fills the engine, instead of queueing
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import math
 import time
 from collections import deque
@@ -34,6 +36,11 @@ CALL_PRIORITY: ContextVar[int] = ContextVar("medix_call_priority", default=0)
 
 # The tenant of requests without an API key (none configured): one shared bucket, one fair share.
 ANONYMOUS = "anonymous"
+
+
+def max_in_flight(capacity: int) -> int:
+    """The most judge slots ever held at once: the capacity and as many again lent to tenants under their share."""
+    return 2 * capacity
 
 
 class FairSlots:
@@ -63,6 +70,10 @@ class FairSlots:
     def in_use(self) -> int:
         return self._in_use
 
+    @property
+    def max_in_flight(self) -> int:
+        return max_in_flight(self.capacity)
+
     def _below_share(self, tenant: str) -> bool:
         """Whether `tenant` holds fewer slots than its weighted share of the capacity among the tenants with
         calls held or waiting (itself included); a tenant with calls already queued waits behind them."""
@@ -82,7 +93,8 @@ class FairSlots:
         """Hold one slot for `tenant` while the block runs; gives the call's priority (also set in
         CALL_PRIORITY for the block)."""
         start = time.perf_counter()
-        if (self._in_use < self.capacity and not self.waiting()) or self._below_share(tenant):
+        if (self._in_use < self.capacity and not self.waiting()) or (
+                self._in_use < self.max_in_flight and self._below_share(tenant)):
             self._in_use += 1
         else:
             await self._wait(tenant)
@@ -141,42 +153,50 @@ class FairSlots:
 
 
 class PrefixWarmup:
-    """After an idle spell, the first verdict of a burst goes to the engine alone; the rest follow when it is done.
+    """After an idle spell, a tenant's first verdict of a burst goes to the engine alone; its other calls follow
+    when it is done.
 
     Verdict prompts share a long prefix (the system prompt). An engine with prefix caching computes it once and
     reuses it, but only for calls that arrive after a call that computed it has run: a burst of calls sent at
     once into an engine that has not seen the prompt lately computes it once per call (measured on a CPU
     engine: a 512-item batch several times slower than with the prefix cached). Holding the burst back for one
     call's latency avoids that. `warm_s` is how long after a call completed the engine is taken to still hold
-    the prefix; 0 never holds calls back. A failed call clears the mark (the engine may have restarted)."""
+    the prefix; 0 never holds calls back. A failed call clears the mark (the engine may have restarted).
 
-    def __init__(self, warm_s: float) -> None:
+    Each tenant has its own pilot: a pilot waits for its tenant's fair share of judge slots, so another tenant
+    waiting on it would wait behind that tenant's whole queue. A call waits on its tenant's pilot for at most
+    `max_wait_s`, then goes anyway."""
+
+    def __init__(self, warm_s: float, max_wait_s: float = 30.0) -> None:
         self.warm_s = warm_s
+        self.max_wait_s = max_wait_s
         self._warm_until: dict[str, float] = {}
-        self._pilots: dict[str, asyncio.Future[None]] = {}
+        self._pilots: dict[tuple[str, str], asyncio.Future[None]] = {}
 
     def forget(self, key: str) -> None:
         self._warm_until.pop(key, None)
 
     @asynccontextmanager
-    async def gate(self, key: str) -> AsyncIterator[bool]:
+    async def gate(self, key: str, tenant: str = ANONYMOUS) -> AsyncIterator[bool]:
         """Enter when the call keyed by `key` (the prompt's fingerprint) may go; gives True for a pilot call."""
         if self.warm_s <= 0 or time.monotonic() < self._warm_until.get(key, 0.0):
             yield False
             return
-        pilot = self._pilots.get(key)
+        pilot = self._pilots.get((key, tenant))
         if pilot is not None:
-            await asyncio.shield(pilot)  # the pilot's outcome does not matter: only that it is over
+            # The pilot's outcome does not matter, only that it is over; a slow one is not waited on for long.
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(asyncio.shield(pilot), self.max_wait_s)
             yield False
             return
         done: asyncio.Future[None] = asyncio.get_running_loop().create_future()
-        self._pilots[key] = done
+        self._pilots[(key, tenant)] = done
         ok = False
         try:
             yield True
             ok = True
         finally:
-            del self._pilots[key]
+            del self._pilots[(key, tenant)]
             if ok:
                 self._warm_until[key] = time.monotonic() + self.warm_s
             done.set_result(None)

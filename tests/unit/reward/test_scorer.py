@@ -1,8 +1,9 @@
+import asyncio
 import itertools
 
 import pytest
 
-from service.backends.base import RetryPolicy
+from service.backends.base import RetryPolicy, TransientBackendError
 from service.reward import rules
 from service.reward.prompt import DEFAULT_PROMPT
 from service.reward.scorer import RewardScorer
@@ -10,6 +11,7 @@ from service.reward.wire import RewardRequest
 from service.runtime.cache import Cache, MemoryStore
 from service.runtime.exceptions import BackendUnavailable, InvalidRequest
 from service.runtime.metrics import Metrics
+from service.runtime.scheduling import FairSlots, PrefixWarmup
 from service.settings import Settings
 from tests.unit.fakes import FakeEmbedder, FakeJudge
 
@@ -187,3 +189,53 @@ async def test_a_pair_in_flight_is_shared_within_a_tenant_but_not_across_tenants
     scorer.cache.store.clear()
     await asyncio.gather(scorer.score(batch, tenant="a"), scorer.score(batch, tenant="b"))
     assert len(judge.calls) == 3
+
+
+async def test_a_failing_call_keeps_the_batchs_finished_work_for_the_retry():
+    # Before: 200 items with one judge call that always fails gave a 503 with nothing cached, so every retry of
+    # the batch (client, balancer) judged all 200 again.
+    class OneBadPair(FakeJudge):
+        async def complete(self, messages, **kw):
+            if "answer 7\n" in messages[-1]["content"] + "\n":
+                self.calls.append(messages)
+                raise TransientBackendError("this pair always fails")
+            return await super().complete(messages, **kw)
+
+    judge = OneBadPair()
+    scorer = make_scorer(judge=judge)
+    batch = req(*(item(f"answer {i}") for i in range(200)))
+    with pytest.raises(BackendUnavailable):
+        await scorer.score(batch)
+    first = len(judge.calls)
+    assert first >= 200  # every good pair was judged although one failed
+    with pytest.raises(BackendUnavailable):
+        await scorer.score(batch)
+    assert len(judge.calls) - first == FAST.retries + 1  # the retry judged only the failing pair
+
+
+async def test_a_tenant_does_not_wait_on_another_tenants_backlog_for_its_first_call():
+    # Before: judge concurrency 2, 0.2 s a call; tenant a's 40 calls queued, then a's /reward pilot queued behind
+    # them, and tenant b's one-item request waited on a's pilot: 4.34 s instead of 0.21 s.
+    class SlowJudge(FakeJudge):
+        async def complete(self, messages, **kw):
+            await asyncio.sleep(0.2)
+            return await super().complete(messages, **kw)
+
+    metrics = Metrics()
+    scorer = RewardScorer(
+        judge=SlowJudge(), embedder=FakeEmbedder(),
+        cache=Cache(MemoryStore(1000), namespace="t", ttl_s=60, metrics=metrics), metrics=metrics,
+        prompt=DEFAULT_PROMPT, judge_policy=RetryPolicy(0, 0.0, 5.0), embed_policy=FAST, judge_concurrency=2,
+        verdict_max_tokens=4, verdict_top_logprobs=5, retry_after_s=3,
+        max_answer_chars=Settings().verdict_max_answer_chars, judge_slots=FairSlots(2),
+        warmup=PrefixWarmup(60, max_wait_s=5.0))
+    backlog = asyncio.create_task(scorer.score(req(*(item(f"a{i}") for i in range(40))), tenant="a"))
+    await asyncio.sleep(0.05)
+    second = asyncio.create_task(scorer.score(req(item("a-late")), tenant="a"))
+    await asyncio.sleep(0.05)
+    start = asyncio.get_running_loop().time()
+    await scorer.score(req(item("b-only")), tenant="b")
+    assert asyncio.get_running_loop().time() - start < 1.0
+    backlog.cancel()
+    second.cancel()
+    await asyncio.gather(backlog, second, return_exceptions=True)

@@ -2,7 +2,7 @@ import asyncio
 
 import pytest
 
-from service.runtime.concurrency import Coalescer, gather_or_cancel
+from service.runtime.concurrency import Coalescer, gather_all
 
 
 async def test_concurrent_callers_share_one_run():
@@ -42,7 +42,25 @@ async def test_work_survives_one_caller_leaving_and_stops_when_all_leave():
     assert finished == [1]  # the abandoned run was cancelled, not finished
 
 
-async def test_gather_or_cancel_raises_first_failure_and_cancels_siblings():
+async def test_gather_all_lets_every_awaitable_finish_then_raises_the_first_failure():
+    finished = []
+
+    async def slow(n):
+        await asyncio.sleep(0.05)
+        finished.append(n)
+        return n
+
+    async def boom():
+        await asyncio.sleep(0.01)
+        raise ValueError("x")
+
+    with pytest.raises(ValueError):
+        await gather_all(slow(1), boom(), slow(2))
+    assert sorted(finished) == [1, 2]  # a sibling's failure cost nothing that was under way
+    assert await gather_all(slow(3), slow(4)) == [3, 4]
+
+
+async def test_gather_all_is_cancelled_whole():
     cancelled = []
 
     async def slow():
@@ -52,13 +70,12 @@ async def test_gather_or_cancel_raises_first_failure_and_cancels_siblings():
             cancelled.append(1)
             raise
 
-    async def boom():
-        await asyncio.sleep(0.01)
-        raise ValueError("x")
-
-    with pytest.raises(ValueError):
-        await gather_or_cancel(slow(), boom())
-    assert cancelled == [1]
+    task = asyncio.create_task(gather_all(slow(), slow()))
+    await asyncio.sleep(0.01)
+    task.cancel()
+    with pytest.raises(asyncio.CancelledError):
+        await task
+    assert cancelled == [1, 1]
 
 
 async def test_a_caller_arriving_while_an_abandoned_run_winds_down_gets_a_fresh_run():

@@ -202,3 +202,48 @@ async def test_no_slot_is_lent_when_a_share_rounds_to_nothing():
     assert slots.in_use == 1 and slots.waiting("b") == 1
     hold.set()
     await asyncio.gather(a, b)
+
+
+async def test_lending_never_takes_in_flight_past_twice_the_capacity():
+    # Measured before: capacity 128, 10 tenants put 372 calls in flight (2.91x) past a pool sized to 128.
+    slots = FairSlots(8)
+    hold = asyncio.Event()
+    peak = 0
+
+    async def call(tenant: str) -> None:
+        nonlocal peak
+        async with slots.slot(tenant):
+            peak = max(peak, slots.in_use)
+            await hold.wait()
+
+    tasks = [asyncio.create_task(call("a")) for _ in range(16)]
+    await asyncio.sleep(0.01)
+    for t in range(10):
+        tasks += [asyncio.create_task(call(f"t{t}")) for _ in range(8)]
+        await asyncio.sleep(0.01)
+    assert peak == slots.in_use == slots.max_in_flight == 16
+    hold.set()
+    await asyncio.gather(*tasks)
+    assert slots.in_use == 0
+
+
+async def test_no_tenant_waits_on_another_tenants_pilot_and_its_own_only_so_long():
+    warm = PrefixWarmup(60, max_wait_s=0.05)
+    stuck = asyncio.Event()  # tenant a's pilot queues behind a's own backlog and does not finish
+
+    async def pilot_of_a() -> None:
+        async with warm.gate("prompt", "a") as pilot:
+            assert pilot
+            await stuck.wait()
+
+    a = asyncio.create_task(pilot_of_a())
+    await asyncio.sleep(0)
+    loop = asyncio.get_running_loop()
+    start = loop.time()
+    async with warm.gate("prompt", "a") as pilot:  # a's next call waits for a's pilot, but not for ever
+        assert not pilot and 0.04 < loop.time() - start < 1.0
+    start = loop.time()
+    async with warm.gate("prompt", "b") as pilot:  # b pilots its own burst at once
+        assert pilot and loop.time() - start < 0.02
+    stuck.set()
+    await a
