@@ -310,9 +310,34 @@ def test_the_haproxy_example_is_valid(tmp_path):
     r = run("haproxy", "-c", "-f", "deploy/haproxy/haproxy.cfg", env=env)
     assert r.returncode == 0, r.stdout + r.stderr
     text = (ROOT / "deploy" / "haproxy" / "haproxy.cfg").read_text()
-    for line in ("option httpchk", "uri /readyz", "option redispatch", "retry-on conn-failure empty-response",
-                 "option http-server-close", "check inter 200ms fall 1 rise 2"):
+    for line in ("option httpchk", "uri /readyz", "option redispatch", "option http-server-close",
+                 "check inter 200ms fall 1 rise 2"):
         assert line in text, line
+    # A POST that reached a replica is never replayed (its judge work would be done twice, inside the client's
+    # own retries): only a failed connection is retried, which no replica saw.
+    retry_on = [line.split()[1:] for line in text.splitlines() if line.strip().startswith("retry-on")]
+    assert retry_on == [["conn-failure"]], retry_on
+
+
+def _seconds(value: str | int) -> float:
+    text = str(value)
+    return float(text[:-1]) if text.endswith("s") else float(text)
+
+
+def test_the_service_drains_within_what_every_platform_grants():
+    """The service's shutdown grace, the preStop pause and the platform's grace agree in every shipped file."""
+    from service.settings import Settings
+
+    default = Settings().shutdown_grace_s
+    svc = compose()["services"]["medix"]
+    grace = _seconds(svc["environment"].get("MEDIX_SHUTDOWN_GRACE_S", default))
+    assert grace + 5 <= _seconds(svc["stop_grace_period"]), "compose kills the service before it has drained"
+    pod = next(d["spec"]["template"]["spec"] for d in k8s_docs()
+               if d["kind"] == "Deployment" and d["metadata"]["name"] == "medix-reward")
+    pre_stop = pod["containers"][0]["lifecycle"]["preStop"]["exec"]["command"]
+    pause = _seconds(pre_stop[-1]) if pre_stop[0] == "sleep" else 0.0
+    k8s_grace = _seconds(k8s_config().get("MEDIX_SHUTDOWN_GRACE_S", default))
+    assert pause + k8s_grace + 5 <= pod["terminationGracePeriodSeconds"], "k8s kills the pod before it has drained"
 
 
 def test_dashboard_covers_what_operators_need():
