@@ -13,6 +13,7 @@ from clients.contract import SCORE_KEYS
 from service.backends.base import (
     Embedder,
     JudgeBackend,
+    PermanentBackendError,
     RetryPolicy,
     call_backend,
 )
@@ -69,8 +70,15 @@ class Rejected:
 
 @dataclass(frozen=True, slots=True)
 class Verdict:
+    """A verdict and its p(YES), always a probability: one that is not (NaN, infinite, out of [0, 1]) is never made,
+    so never cached or returned."""
+
     verdict: str
     p_yes: float
+
+    def __post_init__(self) -> None:
+        if self.verdict not in CHOICES or not 0.0 <= self.p_yes <= 1.0:  # NaN fails the comparison too
+            raise ValueError(f"not a verdict: {self.verdict!r} with p(YES) = {self.p_yes!r}")
 
     def encode(self) -> bytes:
         return json.dumps({"v": self.verdict, "p": self.p_yes}).encode()
@@ -180,7 +188,7 @@ class RewardScorer:
             self._verdicts.resolve(self.cache, pairs, lambda p: self._judge_or_reject(p, tenant),
                                    model_id=judge_model, tenant=tenant, timer=timer),
             self._vectors.resolve_batch(self.cache, texts, lambda missing: self._embed_all(missing, tenant),
-                                        model_id=embed_model, timer=timer),
+                                        model_id=embed_model, tenant=tenant, timer=timer),
         )
         verdicts, vectors = judged.values, embedded.values
 
@@ -219,7 +227,10 @@ class RewardScorer:
                 raise InputRejected("it replied with an empty text twice, not YES or NO")
             # A sentence's first token is not the verdict's: its alternatives say nothing about YES against NO.
             bare = out.text.strip().upper() in CHOICES
-            return Verdict(verdict, p_yes(out.first_token_logprobs if bare else None, verdict))
+            try:
+                return Verdict(verdict, p_yes(out.first_token_logprobs if bare else None, verdict))
+            except ValueError as exc:  # the judge's reply is at fault: its failure, counted by the breaker
+                raise PermanentBackendError(f"judge reply unusable: {exc}") from exc
 
         return await call_backend("judge", attempt, self._judge_policy, self.metrics, self._retry_after,
                                   self._judge_breaker)
@@ -245,9 +256,18 @@ class RewardScorer:
         if not texts:
             return {}
         batch = list(texts.values())
-        vecs = await call_backend("embed", lambda: self.embedder.embed(batch, tenant=tenant), self._embed_policy,
-                                  self.metrics, self._retry_after, self._embed_breaker)
-        return {k: np.ascontiguousarray(vecs[i], dtype=np.float32) for i, k in enumerate(texts)}
+
+        async def embed() -> np.ndarray:
+            vecs = np.asarray(await self.embedder.embed(batch, tenant=tenant), dtype=np.float32)
+            # Whatever the backend: one finite vector per text, or it is the embedder's failure, never a score.
+            if vecs.ndim != 2 or len(vecs) != len(batch) or not np.isfinite(vecs).all():
+                raise PermanentBackendError(f"embedder returned an unusable array of shape {vecs.shape} for "
+                                            f"{len(batch)} texts (non-finite values or wrong shape)")
+            return vecs
+
+        vecs = await call_backend("embed", embed, self._embed_policy, self.metrics, self._retry_after,
+                                  self._embed_breaker)
+        return {k: np.ascontiguousarray(vecs[i]) for i, k in enumerate(texts)}
 
     # -- results ------------------------------------------------------------------------------
     @staticmethod

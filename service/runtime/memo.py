@@ -7,10 +7,16 @@ the other computations of the batch; it is raised when they are over. Nothing is
 not yet learned from its server. Per-key computations are shared across a tenant's concurrent requests (a repeated
 pair from several trainer workers with one key is judged once); a batch computation (embeddings) is handed every
 missing key at once.
+
+Results are shared across tenants through the cache, but a tenant is told "cached" only for what its own requests
+stored: each entry carries a digest of the tenant that stored it, so that a reply never reveals that another lab
+sent the same pair. An entry that does not decode (an older format, a corrupt value) is a miss, never an error.
 """
 
 from __future__ import annotations
 
+import hashlib
+import logging
 from collections.abc import Awaitable, Callable, Iterable, Iterator, Mapping
 from contextlib import contextmanager, nullcontext
 from dataclasses import dataclass, field
@@ -20,6 +26,7 @@ from service.runtime.cache import UNRESOLVED_MODEL, Cache
 from service.runtime.concurrency import Coalescer, gather_all
 from service.runtime.phases import PhaseTimer
 
+log = logging.getLogger("medix.cache")
 V = TypeVar("V")
 A = TypeVar("A")
 Store = Callable[[Mapping[str, V]], Awaitable[None]]
@@ -28,7 +35,7 @@ Store = Callable[[Mapping[str, V]], Awaitable[None]]
 @dataclass(slots=True)
 class Resolved(Generic[V]):
     values: dict[str, V]
-    hits: set[str] = field(default_factory=set)  # the keys served from the cache
+    hits: set[str] = field(default_factory=set)  # the keys served from entries this tenant's requests stored
     computed: int = 0
 
 
@@ -49,12 +56,12 @@ class Memo(Generic[V]):
                       model_id: str, tenant: str = "", timer: PhaseTimer | None = None) -> Resolved[V]:
         """Every key of `todo`, from the cache or by `fn(arg)` for each missing key (shared with the tenant's
         concurrent requests computing the same key), each stored as soon as it is computed."""
-        return await self._flow(cache, todo, model_id, timer,
+        return await self._flow(cache, todo, model_id, tenant, timer,
                                 lambda missing, store: self._compute(missing, fn, tenant, store))
 
     async def resolve_batch(self, cache: Cache, todo: Mapping[str, A],
                             fn: Callable[[dict[str, A]], Awaitable[Mapping[str, V]]], *, model_id: str,
-                            timer: PhaseTimer | None = None) -> Resolved[V]:
+                            tenant: str = "", timer: PhaseTimer | None = None) -> Resolved[V]:
         """Every key of `todo`, from the cache or by one `fn({key: arg})` of all the missing keys."""
 
         async def compute(missing: dict[str, A], store: Store[V]) -> Mapping[str, V]:
@@ -62,28 +69,43 @@ class Memo(Generic[V]):
             await store(values)
             return values
 
-        return await self._flow(cache, todo, model_id, timer, compute)
+        return await self._flow(cache, todo, model_id, tenant, timer, compute)
 
-    async def _flow(self, cache: Cache, todo: Mapping[str, A], model_id: str, timer: PhaseTimer | None,
+    async def _flow(self, cache: Cache, todo: Mapping[str, A], model_id: str, tenant: str,
+                    timer: PhaseTimer | None,
                     compute: Callable[[dict[str, A], Store[V]], Awaitable[Mapping[str, V]]]) -> Resolved[V]:
         cached = model_id != UNRESOLVED_MODEL  # a placeholder id is never part of a key that is read or written
         keys = list(todo) if cached else []
+        owner = _owner(tenant)
         with _phase(timer, "cache_lookup"):
             raw = (await cache.lookup({self.kind: keys}))[self.kind] if keys else []
-        found = self._hits(keys, raw)
+        found, own = self._hits(keys, raw, owner)
         missing = {k: a for k, a in todo.items() if k not in found}
 
         async def store(values: Mapping[str, V]) -> None:
             if cached:
                 with _phase(timer, "cache_write"):
-                    await cache.store_many({k: self._encode(v) for k, v in values.items() if self._keep(v)})
+                    await cache.store_many({k: owner + self._encode(v) for k, v in values.items() if self._keep(v)})
 
         with _phase(timer, self._phase):
             fresh = dict(await compute(missing, store)) if missing else {}
-        return Resolved({**found, **fresh}, set(found), len(fresh))
+        return Resolved({**found, **fresh}, own, len(fresh))
 
-    def _hits(self, keys: Iterable[str], raw: Iterable[bytes | None]) -> dict[str, V]:
-        return {k: self._decode(v) for k, v in zip(keys, raw, strict=True) if v is not None}
+    def _hits(self, keys: Iterable[str], raw: Iterable[bytes | None], owner: bytes) -> tuple[dict[str, V], set[str]]:
+        """The decodable cache hits among `keys`, and those of them stored by `owner`."""
+        found: dict[str, V] = {}
+        own: set[str] = set()
+        for key, value in zip(keys, raw, strict=True):
+            if value is None or not value.startswith(_ENVELOPE) or len(value) < OWNER_BYTES:
+                continue
+            try:
+                found[key] = self._decode(value[OWNER_BYTES:])
+            except (ValueError, KeyError, TypeError) as exc:  # corrupt or out of range: recompute it
+                log.warning("a cached %s entry did not decode and is recomputed: %r", self.kind, exc)
+                continue
+            if value[:OWNER_BYTES] == owner:
+                own.add(key)
+        return found, own
 
     async def _compute(self, todo: Mapping[str, Any], fn: Callable[[Any], Awaitable[V]], tenant: str,
                        store: Store[V]) -> dict[str, V]:
@@ -100,6 +122,15 @@ class Memo(Generic[V]):
         found = await gather_all(*(self._running.run(f"{tenant}\x00{k}", lambda k=k, a=a: computed_and_stored(k, a))
                                    for k, a in todo.items()))
         return dict(zip(todo, found, strict=True))
+
+
+# Each entry: a format mark, a digest of the tenant that stored it, then the value.
+_ENVELOPE = b"\x00mx1"
+OWNER_BYTES = len(_ENVELOPE) + 8
+
+
+def _owner(tenant: str) -> bytes:
+    return _ENVELOPE + hashlib.sha256(tenant.encode()).digest()[:8]
 
 
 @contextmanager

@@ -239,3 +239,63 @@ async def test_a_tenant_does_not_wait_on_another_tenants_backlog_for_its_first_c
     backlog.cancel()
     second.cancel()
     await asyncio.gather(backlog, second, return_exceptions=True)
+
+
+async def test_a_tenant_is_told_cached_only_for_what_its_own_requests_stored():
+    # Before: tenant b's reply said cache {judge: true} for a pair only tenant a had sent.
+    judge = FakeJudge()
+    scorer = make_scorer(judge=judge)
+    batch = req(item("lung infection"))
+    await scorer.score(batch, tenant="a")
+    again_a = (await scorer.score(batch, tenant="a")).results[0]
+    first_b = (await scorer.score(batch, tenant="b")).results[0]
+    assert again_a.details.cache.judge is True and again_a.details.cache.embed is True
+    assert first_b.details.cache.judge is False and first_b.details.cache.embed is False
+    assert len(judge.calls) == 1  # b was still served from the shared cache
+
+
+async def test_non_finite_judge_logprobs_never_reach_a_score_or_the_cache():
+    # Before: logprobs of NaN gave p(YES) = NaN, cached for the TTL; under medix-r1-soft every later reply had
+    # overall null with no error.
+    class NaNJudge(FakeJudge):
+        async def complete(self, messages, **kw):
+            out = await super().complete(messages, **kw)
+            return type(out)(out.text, {k: float("nan") for k in out.first_token_logprobs or {}})
+
+    store = MemoryStore(1000)
+    scorer = make_scorer(judge=NaNJudge(), store=store)
+    for _ in range(2):
+        try:
+            out = await scorer.score(req(item("lung infection"), profile="medix-r1-soft"))
+        except BackendUnavailable:
+            continue
+        r = out.results[0]
+        assert r.overall is not None and r.error is None and 0.0 <= r.details.judge_p_yes <= 1.0
+    for _, value in store._data.values():
+        assert b"NaN" not in value and b"Infinity" not in value
+
+
+async def test_a_corrupt_or_non_finite_cache_entry_is_recomputed_not_served():
+    judge = FakeJudge()
+    store = MemoryStore(1000)
+    scorer = make_scorer(judge=judge, store=store)
+    batch = req(item("lung infection"))
+    await scorer.score(batch)
+    verdict_keys = [k for k in store._data if ":judge:" in k]
+    assert verdict_keys
+    for k in verdict_keys:
+        expires, value = store._data[k]
+        store._data[k] = (expires, value.replace(value[value.index(b"{"):], b'{"v": "YES", "p": NaN}'))
+    out = (await scorer.score(req(item("lung infection"), profile="medix-r1-soft"))).results[0]
+    assert len(judge.calls) == 2 and 0.0 <= out.accuracy_llm <= 1.0 and out.details.cache.judge is False
+
+
+async def test_an_embedder_returning_non_finite_vectors_is_an_outage_not_a_score():
+    class NaNEmbedder(FakeEmbedder):
+        async def embed(self, texts, tenant=""):
+            vecs = await super().embed(texts, tenant)
+            vecs[0, 0] = float("nan")
+            return vecs
+
+    with pytest.raises(BackendUnavailable):
+        await make_scorer(embedder=NaNEmbedder()).score(req(item("lung infection")))
