@@ -68,7 +68,7 @@ def make_embedder(settings: Settings, metrics: Metrics) -> Embedder:
 def make_cache(settings: Settings, metrics: Metrics, store: CacheStore | None = None) -> Cache:
     if store is None:
         store = (RedisStore(settings.redis_url, settings.redis_timeout_s) if settings.redis_url
-                 else MemoryStore(settings.cache_max_entries))
+                 else MemoryStore(settings.cache_max_entries, settings.cache_max_bytes))
     return Cache(store, namespace=settings.cache_namespace, ttl_s=settings.cache_ttl_s, metrics=metrics,
                  down_s=settings.redis_down_s)
 

@@ -190,10 +190,20 @@ class Settings(BaseSettings):
     cache_namespace: str = Field("medix:v1", description="Key prefix; change it to invalidate everything.")
     cache_ttl_s: int = Field(7 * 24 * 3600, ge=1, description="Time to live of cached verdicts and embeddings.")
     cache_max_entries: int = Field(200_000, ge=0, description="Size of the in-process LRU (0 disables it).")
+    cache_max_bytes: int = Field(
+        256 * 2**20, ge=0, description="Bytes (keys and values) the in-process LRU may hold: at 1,024-dimension "
+        "embeddings 200,000 entries would be about 0.8 GB. The oldest entries go first.")
 
     # --- Limits --------------------------------------------------------------------------------
     max_items_per_request: int = Field(4096, ge=1, description="More items than this: 422.")
-    max_body_bytes: int = Field(32 * 1024 * 1024, ge=1024, description="Bigger request bodies: 413.")
+    max_body_bytes: int = Field(32 * 1024 * 1024, ge=1024, description="Bigger request bodies: 413 (counted as "
+                                "they arrive, whatever Content-Length says). A JSON body also holds at most 64 "
+                                "elements per item of MEDIX_MAX_ITEMS_PER_REQUEST (at least 65,536); more: 413.")
+    max_parsing_bytes: int = Field(
+        128 * 1024 * 1024, ge=1024, description="Bytes of request bodies this replica reads and parses at once, "
+        "all keys together; past it: 429 with `Retry-After` (a lone bigger body still passes).")
+    body_read_timeout_s: float = Field(
+        30.0, gt=0, description="A request body must arrive within this many seconds of the request; slower: 408.")
     max_inflight_requests: int = Field(1024, ge=1, description="Scoring requests one key (tenant) may have in "
                                        "flight; past it: 429. A guard against floods: work is limited in items.")
     max_inflight_items: int = Field(16384, ge=1, description="Items one key (tenant) may have in flight across its "
@@ -268,9 +278,10 @@ GROUPS: tuple[tuple[str, tuple[str, ...]], ...] = (
     ("Evaluation (/judge)", ("eval_task_rubrics", "eval_max_tokens", "eval_parse_retries", "eval_max_chars")),
     ("Embedder", ("embed_backend", "embed_model", "embed_url", "embed_api_key", "embed_device", "embed_batch_size",
                   "embed_max_wait_ms", "embed_timeout_s", "embed_retries", "embed_backoff_s")),
-    ("Cache", ("redis_url", "redis_timeout_s", "redis_down_s", "cache_namespace", "cache_ttl_s", "cache_max_entries")),
-    ("Limits", ("max_items_per_request", "max_body_bytes", "max_inflight_requests", "max_inflight_items",
-                "max_text_chars", "retry_after_s")),
+    ("Cache", ("redis_url", "redis_timeout_s", "redis_down_s", "cache_namespace", "cache_ttl_s", "cache_max_entries",
+               "cache_max_bytes")),
+    ("Limits", ("max_items_per_request", "max_body_bytes", "max_parsing_bytes", "body_read_timeout_s",
+                "max_inflight_requests", "max_inflight_items", "max_text_chars", "retry_after_s")),
     ("Protection", ("api_keys", "api_keys_file", "metrics_key", "rate_limit_items_per_s", "rate_limit_burst",
                     "breaker_failures", "breaker_open_s")),
     ("Models on disk", ("model_dir",)),

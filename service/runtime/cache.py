@@ -33,12 +33,15 @@ class CacheStore(Protocol):
 
 
 class MemoryStore:
-    """Bounded LRU with per-entry expiry; single event loop, so no locking."""
+    """Bounded LRU with per-entry expiry, bounded both in entries and in bytes (keys and values): a replica's
+    memory does not depend on the embedding model's dimension. Single event loop, so no locking."""
 
     name = "memory"
 
-    def __init__(self, max_entries: int) -> None:
+    def __init__(self, max_entries: int, max_bytes: int = 256 * 2**20) -> None:
         self._max = max_entries
+        self._max_bytes = max_bytes
+        self._bytes = 0
         self._data: OrderedDict[str, tuple[float, bytes]] = OrderedDict()
 
     async def get_many(self, keys: list[str]) -> list[bytes | None]:
@@ -57,16 +60,26 @@ class MemoryStore:
             return
         expires = time.monotonic() + ttl_s
         for k, v in entries.items():
+            if len(k) + len(v) > self._max_bytes:
+                continue  # could never fit: keep what is there
+            self._forget(k)
             self._data[k] = (expires, v)
-            self._data.move_to_end(k)
-        while len(self._data) > self._max:
-            self._data.popitem(last=False)
+            self._bytes += len(k) + len(v)
+        while len(self._data) > self._max or self._bytes > self._max_bytes:
+            self._forget(next(iter(self._data)))
+
+    def _forget(self, key: str) -> None:
+        old = self._data.pop(key, None)
+        if old is not None:
+            self._bytes -= len(key) + len(old[1])
 
     async def health(self) -> dict[str, Any]:
-        return {"entries": len(self._data), "max_entries": self._max}
+        return {"entries": len(self._data), "max_entries": self._max, "bytes": self._bytes,
+                "max_bytes": self._max_bytes}
 
     def clear(self) -> None:
         self._data.clear()
+        self._bytes = 0
 
     async def close(self) -> None:
         self.clear()

@@ -71,3 +71,16 @@ async def test_memory_store_is_bounded_and_expires():
     await s.set_many({"d": b"4"}, ttl_s=0)
     await asyncio.sleep(0.01)
     assert await s.get_many(["d"]) == [None]
+
+
+async def test_the_in_process_cache_is_bounded_in_bytes_too():
+    # Before: bounded by entries only; 200,000 entries of 1,024-dimension float32 vectors are about 0.8 GB.
+    s = MemoryStore(max_entries=1000, max_bytes=10_000)
+    vector = bytes(4096)
+    for i in range(10):
+        await s.set_many({f"k{i}": vector}, 60)
+    health = await s.health()
+    assert health["bytes"] <= 10_000 and health["entries"] == 2
+    assert await s.get_many(["k8", "k9", "k0"]) == [vector, vector, None]  # the oldest went first
+    await s.set_many({"huge": bytes(20_000)}, 60)  # bigger than the whole bound: not stored, nothing evicted
+    assert await s.get_many(["huge", "k9"]) == [None, vector]
