@@ -4,9 +4,10 @@ from __future__ import annotations
 
 import asyncio
 import math
+import numbers
 import random
 import time
-from collections.abc import Awaitable, Callable, Mapping, Sequence
+from collections.abc import Awaitable, Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any, Protocol, TypeVar
 
@@ -106,15 +107,25 @@ def plan_verdict(choices: Sequence[str], reply_ids: Mapping[str, Sequence[int]])
     return VerdictPlan(choices, token_choice, f"one decoding step among the first tokens {shown}")
 
 
+def finite_logprobs(entries: Iterable[tuple[T, Any]]) -> dict[T, float]:
+    """token -> logprob, leaving out a missing or non-finite logprob (NaN, Infinity, -Infinity): no evidence at
+    all, as if the backend had not sent it. Every backend reads its logprobs through this."""
+    out: dict[T, float] = {}
+    for token, lp in entries:
+        if isinstance(lp, numbers.Real) and not isinstance(lp, bool) and math.isfinite(lp):
+            out[token] = float(lp)
+    return out
+
+
 def single_step_completion(plan: VerdictPlan, token_id: int, logprobs: Mapping[int, float]) -> Completion | None:
     """The verdict from one decoded token: its choice as the text, and each choice's logprob (its first tokens'
     together) for p(YES); None when the token is not one the plan allows (the server ignored the restriction)."""
     if plan.token_choice is None or token_id not in plan.token_choice:
         return None
     by_choice: dict[str, list[float]] = {}
-    for tid, lp in logprobs.items():
+    for tid, lp in finite_logprobs(logprobs.items()).items():
         c = plan.token_choice.get(tid)
-        if c is not None and lp is not None and math.isfinite(lp):
+        if c is not None:
             by_choice.setdefault(c, []).append(lp)
     first = {}
     for c, lps in by_choice.items():
@@ -234,6 +245,7 @@ async def call_backend(
                 raise
             except PermanentBackendError as exc:
                 metrics.backend_requests.labels(kind, "error").inc()
+                outcome = False  # a 401, a malformed reply: the backend failed, and the breaker counts it
                 raise BackendUnavailable(kind, str(exc), retry_after_s=retry_after_s) from exc
             finally:
                 metrics.backend_duration.labels(kind).observe(time.perf_counter() - start)

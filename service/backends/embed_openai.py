@@ -15,6 +15,7 @@ import numpy as np
 
 from service.backends.base import UNRESOLVED_MODEL, PermanentBackendError, TransientBackendError
 from service.backends.http import auth_headers, raise_for_status
+from service.backends.replies import Embeddings, ModelList, TEIInfo, embedding_matrix, read
 
 OPENAI = "openai"  # GET <url>/models answers (vLLM, most OpenAI-compatible servers)
 TEI = "tei"  # no /models; GET /info and GET /health at the root (Hugging Face text-embeddings-inference)
@@ -68,11 +69,7 @@ class OpenAIEmbedder:
     async def _tei_model(self) -> str | None:
         resp = await self._get(f"{self._root}/info", "/info")
         raise_for_status(resp, "GET /info")
-        try:
-            model = resp.json().get("model_id")
-        except (ValueError, AttributeError) as exc:
-            raise PermanentBackendError(f"unexpected /info reply: {resp.text[:200]}") from exc
-        return str(model) if model else None
+        return read(TEIInfo, resp, "GET /info").model_id or None
 
     async def health(self) -> dict[str, Any]:
         """Raises when the server cannot answer; learns the served model when none is configured."""
@@ -80,9 +77,9 @@ class OpenAIEmbedder:
             resp = await self._models()
             if resp is not None:
                 self._server = OPENAI
-                models = resp.json().get("data") or []
+                models = read(ModelList, resp, "GET /models").data or []
                 if not self._model and models:
-                    self._model = str(models[0]["id"])
+                    self._model = models[0].id
                 return {"url": self._base_url, "model": self._model, "server": OPENAI}
         # TEI: /models is not served; /health says whether it is up, /info names its model.
         await self._tei_health()
@@ -95,7 +92,7 @@ class OpenAIEmbedder:
         # The embeddings server batches concurrent requests itself; `tenant` is not needed there.
         if not self._model:
             await self.health()
-        rows: list[list[float]] = []
+        chunks: list[np.ndarray] = []
         for i in range(0, len(texts), self._max_batch):
             chunk = texts[i:i + self._max_batch]
             try:
@@ -105,13 +102,13 @@ class OpenAIEmbedder:
             except httpx.TransportError as exc:
                 raise TransientBackendError(f"cannot reach {self._base_url}: {exc!r}") from exc
             raise_for_status(resp, "POST /embeddings")
-            try:
-                data = sorted(resp.json()["data"], key=lambda d: d["index"])
-                rows.extend(d["embedding"] for d in data)
-            except (KeyError, TypeError, ValueError) as exc:
-                raise PermanentBackendError(f"unexpected embeddings reply: {resp.text[:200]}") from exc
-        if len(rows) != len(texts):
-            raise PermanentBackendError(f"asked for {len(texts)} embeddings, got {len(rows)}")
-        vecs = np.asarray(rows, dtype=np.float32)
+            # One float vector per input, of one length, all finite: anything else is the server's failure.
+            chunks.append(embedding_matrix(read(Embeddings, resp, "POST /embeddings").data, len(chunk),
+                                           "POST /embeddings"))
+        if not chunks:
+            return np.zeros((0, 0), np.float32)
+        if len({c.shape[1] for c in chunks}) != 1:
+            raise PermanentBackendError(f"embeddings of unequal length across batches: {[c.shape[1] for c in chunks]}")
+        vecs = np.concatenate(chunks).astype(np.float64)  # float64: the norm of any finite float32 row is finite
         norms = np.linalg.norm(vecs, axis=1, keepdims=True)
-        return vecs / np.maximum(norms, 1e-12)
+        return (vecs / np.maximum(norms, 1e-12)).astype(np.float32)

@@ -7,7 +7,7 @@ from typing import Any
 
 import numpy as np
 
-from service.backends.base import TransientBackendError
+from service.backends.base import PermanentBackendError, TransientBackendError
 from service.runtime.batching import MicroBatcher
 
 BUNDLED_MODEL_ID = "sentence-transformers/all-MiniLM-L6-v2"
@@ -65,4 +65,7 @@ class SentenceTransformerEmbedder:
         if self._model is None:
             raise TransientBackendError("model not loaded")
         rows = await self._batcher.submit(texts, tenant)
-        return np.stack(rows) if rows else np.zeros((0, 0), np.float32)
+        vecs = np.stack(rows) if rows else np.zeros((0, 0), np.float32)
+        if not np.isfinite(vecs).all():  # e.g. an fp16 overflow: a broken model, never a NaN similarity
+            raise PermanentBackendError("the embedding model returned non-finite numbers (NaN or Infinity)")
+        return vecs

@@ -22,10 +22,12 @@ from service.backends.base import (
     TransientBackendError,
     VerdictPlan,
     choice_prefixes,
+    finite_logprobs,
     plan_verdict,
     single_step_completion,
 )
 from service.backends.http import auth_headers, raise_for_status
+from service.backends.replies import ChatCompletion, ModelList, Tokens, read
 from service.runtime.exceptions import InputRejected, redact
 
 log = logging.getLogger("medix.judge")
@@ -79,7 +81,7 @@ class OpenAIJudge:
         except httpx.TransportError as exc:
             raise TransientBackendError(f"cannot reach {self._urls[i]}: {exc!r}") from exc
         raise_for_status(resp, f"GET {self._urls[i]}/models")
-        return [str(m["id"]) for m in resp.json().get("data") or []]
+        return [m.id for m in read(ModelList, resp, f"GET {self._urls[i]}/models").data or []]
 
     async def _resolve_model(self) -> str:
         if self._model:
@@ -149,15 +151,11 @@ class OpenAIJudge:
             body["logprobs"] = True
             body["top_logprobs"] = top_logprobs
         resp = await self._post("/chat/completions", body)
-        try:
-            out = resp.json()["choices"][0]
-            text = out["message"]["content"] or ""
-            first = None
-            content = (out.get("logprobs") or {}).get("content") or []
-            if content:
-                first = {t["token"]: float(t["logprob"]) for t in content[0].get("top_logprobs", [])}
-        except (KeyError, IndexError, TypeError, ValueError) as exc:
-            raise PermanentBackendError(f"unexpected reply from the judge: {resp.text[:200]}") from exc
+        out = read(ChatCompletion, resp, "the judge").choices[0]
+        step = out.first_step
+        # A NaN or infinite logprob is no evidence: left out, as if the server had not sent it.
+        first = finite_logprobs((t.token, t.logprob) for t in step.top_logprobs or ()) if step else None
+        text = out.message.content or ""
         return Completion(text=text, first_token_logprobs=first)
 
     async def _post(self, path: str, body: dict[str, Any], i: int | None = None) -> httpx.Response:
@@ -201,25 +199,18 @@ class OpenAIJudge:
     def _read_single_step(resp: httpx.Response) -> tuple[int | None, dict[int, float]]:
         """The emitted token's id and the logprobs by token id, from a reply with `return_tokens_as_token_ids`;
         None as the id when the reply names tokens otherwise (the server ignored the parameter)."""
-        try:
-            content = (resp.json()["choices"][0].get("logprobs") or {}).get("content") or []
-        except (KeyError, IndexError, TypeError, ValueError) as exc:
-            raise PermanentBackendError(f"unexpected reply from the judge: {resp.text[:200]}") from exc
-        if not content:
+        step = read(ChatCompletion, resp, "the judge").choices[0].first_step
+        if step is None:
             return None, {}
 
-        def token_id(token: Any) -> int | None:
-            if isinstance(token, str) and token.startswith("token_id:") and token[9:].lstrip("-").isdigit():
+        def token_id(token: str) -> int | None:
+            if token.startswith("token_id:") and token[9:].lstrip("-").isdigit():
                 return int(token[9:])
             return None
 
-        step = content[0]
-        logprobs: dict[int, float] = {}
-        for entry in [step, *(step.get("top_logprobs") or [])]:
-            tid = token_id(entry.get("token"))
-            if tid is not None and entry.get("logprob") is not None:
-                logprobs[tid] = float(entry["logprob"])
-        return token_id(step.get("token")), logprobs
+        entries = [(token_id(e.token), e.logprob) for e in [step, *(step.top_logprobs or ())]]
+        logprobs = finite_logprobs((tid, lp) for tid, lp in entries if tid is not None)
+        return token_id(step.token), logprobs
 
     def _root(self, i: int) -> str:
         """The server's own root (the base URL without /v1), where vLLM serves /tokenize."""
@@ -234,10 +225,7 @@ class OpenAIJudge:
             body |= {"messages": [*messages, {"role": "assistant", "content": reply}],
                      "add_generation_prompt": False, "continue_final_message": True}
         resp = await self._post(f"{self._root(i)}/tokenize", body, i)
-        try:
-            return [int(t) for t in resp.json()["tokens"]]
-        except (KeyError, TypeError, ValueError) as exc:
-            raise PermanentBackendError(f"unexpected reply from /tokenize: {resp.text[:200]}") from exc
+        return read(Tokens, resp, "/tokenize").tokens
 
     async def _learn_plan(self) -> VerdictPlan:
         """The choices' first tokens from the server's tokenizer, then one single-step call to see that the

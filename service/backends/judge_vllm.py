@@ -17,6 +17,7 @@ from service.backends.base import (
     TransientBackendError,
     VerdictPlan,
     choice_prefixes,
+    finite_logprobs,
     plan_verdict,
     single_step_completion,
 )
@@ -154,12 +155,12 @@ class VLLMJudge:
                                 structured_outputs=structured)
         gen = await self._generate(self._chat_ids(messages), params, max_tokens)
         first = None
-        if gen.logprobs:
-            first = {
-                (lp.decoded_token if lp.decoded_token is not None else self._tokenizer.decode([tid])): lp.logprob
+        if gen.logprobs:  # a NaN or infinite logprob (e.g. an fp16 overflow) is no evidence: left out
+            first = finite_logprobs(
+                (lp.decoded_token if lp.decoded_token is not None else self._tokenizer.decode([tid]), lp.logprob)
                 for tid, lp in gen.logprobs[0].items()
-            }
-        return Completion(text=gen.text, first_token_logprobs=first)
+            )
+        return Completion(text=gen.text or "", first_token_logprobs=first)
 
     # -- the reward's verdict: one decoding step ------------------------------------------------------------
     async def _single_step(self, token_ids: list[int], plan: VerdictPlan) -> Completion | None:
@@ -172,7 +173,8 @@ class VLLMJudge:
         gen = await self._generate(token_ids, params, 1)
         if not gen.token_ids:
             return None
-        logprobs = {tid: lp.logprob for tid, lp in (gen.logprobs[0] if gen.logprobs else {}).items()}
+        step = gen.logprobs[0] if gen.logprobs else {}
+        logprobs = finite_logprobs((tid, lp.logprob) for tid, lp in step.items())  # NaN, inf: no evidence
         return single_step_completion(plan, int(gen.token_ids[0]), logprobs)
 
     async def _learn_plan(self) -> VerdictPlan:

@@ -31,11 +31,15 @@ def _braced(text: str) -> list[str]:
 
 
 def parse_score(reply: str, rubric: Rubric) -> int | None:
-    """The integer `score` of the first JSON object in the reply, if it is in the rubric's range."""
+    """The integer `score` of the first JSON object in the reply, if it is in the rubric's range; None for
+    anything else, never an exception: a reply nested deeper than the JSON parser goes (`[` * 5000 raises
+    RecursionError), or one that is not text, does not parse (the caller asks again, then fails that item)."""
+    if not isinstance(reply, str):
+        return None
     for candidate in [reply.strip(), *_braced(reply)]:
         try:
             value = json.loads(candidate)
-        except ValueError:
+        except (ValueError, RecursionError):
             continue
         if isinstance(value, dict) and isinstance(value.get("score"), int) and not isinstance(value["score"], bool):
             score = value["score"]

@@ -6,6 +6,7 @@ from __future__ import annotations
 import hashlib
 import json
 import math
+import numbers
 from pathlib import Path
 
 from pydantic import BaseModel, field_validator, model_validator
@@ -80,20 +81,30 @@ def p_yes(first_token_logprobs: dict[str, float] | None, verdict: str) -> float:
     choice's logprob as the backend sums it over the choice's first tokens (`YES`, `NO`). Both are the same
     softmax over the tokens that can begin a choice.
 
-    Falls back to the decoded verdict when the alternatives say nothing about either.
+    Falls back to the decoded verdict when the alternatives say nothing about either. A logprob that is missing,
+    not a number, NaN or infinite is no evidence (left out); one below -50 is a masked token. The sums are taken
+    relative to the largest logprob, so that no logprob overflows `exp`: the result is always in [0, 1].
     """
-    yes = no = 0.0
+    yes: list[float] = []
+    no: list[float] = []
     for token, lp in (first_token_logprobs or {}).items():
+        if not isinstance(token, str) or not isinstance(lp, numbers.Real) or isinstance(lp, bool):
+            continue
+        if not math.isfinite(lp) or lp < -50:
+            continue
         t = token.strip().upper()
-        if not t or lp is None or lp < -50:
+        if not t:
             continue
         if "YES".startswith(t):
-            yes += math.exp(lp)
+            yes.append(float(lp))
         elif "NO".startswith(t):
-            no += math.exp(lp)
-    if yes + no == 0.0:
+            no.append(float(lp))
+    if not yes and not no:
         return 1.0 if verdict == "YES" else 0.0
-    return yes / (yes + no)
+    top = max(yes + no)
+    p_y = sum(math.exp(lp - top) for lp in yes)
+    p_n = sum(math.exp(lp - top) for lp in no)
+    return min(1.0, max(0.0, p_y / (p_y + p_n)))  # p_y + p_n >= 1: the largest term is exp(0)
 
 
 def read_verdict(text: str) -> str | None:

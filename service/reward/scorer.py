@@ -81,7 +81,7 @@ class Verdict:
             raise ValueError(f"not a verdict: {self.verdict!r} with p(YES) = {self.p_yes!r}")
 
     def encode(self) -> bytes:
-        return json.dumps({"v": self.verdict, "p": self.p_yes}).encode()
+        return json.dumps({"v": self.verdict, "p": self.p_yes}, allow_nan=False).encode()
 
     @classmethod
     def decode(cls, raw: bytes) -> Verdict:

@@ -3,7 +3,7 @@ import time
 
 import pytest
 
-from service.backends.base import RetryPolicy, TransientBackendError, call_backend
+from service.backends.base import PermanentBackendError, RetryPolicy, TransientBackendError, call_backend
 from service.backends.breaker import CircuitBreaker
 from service.runtime.exceptions import BackendUnavailable
 from service.runtime.metrics import Metrics
@@ -118,3 +118,21 @@ async def test_a_failed_call_cancelled_during_its_backoff_still_counts():
     with contextlib.suppress(asyncio.CancelledError):
         await task
     assert br.state == "open"
+
+
+async def test_a_permanent_error_is_503_with_retry_after_and_counts_toward_opening():
+    """Issue 24 item 7: a malformed reply (PermanentBackendError) is not retried, and the breaker counts it."""
+    br = CircuitBreaker("judge", failures=2, open_s=60)
+    calls = 0
+
+    async def malformed():
+        nonlocal calls
+        calls += 1
+        raise PermanentBackendError("malformed reply from the judge")
+
+    policy = RetryPolicy(retries=3, backoff_s=0, timeout_s=1)
+    for _ in range(2):
+        with pytest.raises(BackendUnavailable) as e:
+            await call_backend("judge", malformed, policy, Metrics(), 7, br)
+        assert e.value.retry_after_s == 7 and "malformed" in e.value.message
+    assert calls == 2 and br.state == "open"

@@ -45,3 +45,10 @@ def test_binary_majority_and_report_mean():
 @given(st.text(alphabet="{}a \n:\"score1", max_size=30))
 def test_braced_finds_what_the_lazy_regex_finds(reply):
     assert _braced(reply) == re.findall(r"\{.*?\}", reply, re.DOTALL)
+
+
+# Issue 24 item 7: a reply nested past the JSON parser's limit (RecursionError) is an unparseable reply, not a 500.
+@pytest.mark.parametrize("reply", ["[" * 5000, "[" * 5000 + "]" * 5000, '{"score": ' + "[" * 5000 + "}",
+                                   "{" + '"a":[' * 5000 + "}", '{"a": ' + "[" * 5000 + '} {"score": 1}'])
+def test_parse_score_survives_deep_nesting(reply):
+    assert rubric.parse_score(reply, "binary") == (1 if reply.endswith('{"score": 1}') else None)

@@ -2,6 +2,8 @@ import json
 import math
 
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from service.reward.prompt import DEFAULT_PROMPT, load_prompt, p_yes, read_verdict
 
@@ -48,3 +50,29 @@ def test_prompt_file_without_placeholders_is_rejected(tmp_path):
     f.write_text(json.dumps({"version": "x", "system": "s", "user": "no placeholders"}))
     with pytest.raises(ValueError):
         load_prompt(f)
+
+
+# -- issue 24 item 3: a non-finite logprob is no evidence; p(YES) is always a probability ------------------------
+NAN, INF = float("nan"), float("inf")
+
+
+@pytest.mark.parametrize(
+    ("logprobs", "verdict", "expected"),
+    [({"Y": NAN}, "YES", 1.0), ({"Y": NAN, "NO": NAN}, "NO", 0.0), ({"Y": INF, "N": math.log(0.5)}, "YES", 0.0),
+     ({"Y": math.log(0.5), "NO": INF}, "NO", 1.0), ({"Y": math.log(0.2), "N": NAN, "NO": math.log(0.2)}, "NO", 0.5),
+     ({"Y": -INF, "NO": -INF}, "YES", 1.0),
+     # A server's logprob above 0 is not a probability, but exp must not overflow on it: only the ratio counts.
+     ({"Y": 1000.0, "NO": 999.0}, "YES", 1 / (1 + math.exp(-1))), ({"Y": 800.0}, "NO", 1.0),
+     ({"Y": None, "NO": "x", 5: -0.1}, "YES", 1.0)],
+)
+def test_p_yes_leaves_out_non_finite_logprobs(logprobs, verdict, expected):
+    assert p_yes(logprobs, verdict) == pytest.approx(expected)
+
+
+@settings(max_examples=300, deadline=None, database=None)
+@given(st.dictionaries(st.sampled_from(["Y", "YES", "N", "NO", " yes", "The", ""]),
+                       st.floats(allow_nan=True, allow_infinity=True) | st.none(), max_size=6),
+       st.sampled_from(["YES", "NO"]))
+def test_p_yes_is_always_a_probability(logprobs, verdict):
+    p = p_yes(logprobs, verdict)
+    assert math.isfinite(p) and 0.0 <= p <= 1.0
