@@ -4,10 +4,11 @@ them for tests, the benchmark and demos."""
 from __future__ import annotations
 
 import json
+import os
 import random
-from collections.abc import Iterator
+from collections.abc import Iterable, Iterator
 from pathlib import Path
-from typing import Any
+from typing import IO, Any
 
 from clients.contract import ground_truth
 
@@ -34,6 +35,66 @@ def numbered_lines(path: Path) -> Iterator[tuple[int, str]]:
 def read_jsonl(path: Path) -> Iterator[dict[str, Any]]:
     for _, line in numbered_lines(path):
         yield json.loads(line)
+
+
+# -- appending to a JSONL output that a crash may have cut off ------------------------------------------------
+def repair_tail(path: Path, chunk: int = 1 << 16) -> str | None:
+    """Make `path` end at the end of a line before anything is appended to it. A last line without its newline is
+    what a crash in the middle of a write leaves: appended to as it is, the next record would be glued onto it and
+    both lost. Such a line is closed (its newline added) when it is a whole JSON object (only the newline is
+    missing), else cut off: its record was never complete, so its id is not done and will be done again. Lines
+    before it are not touched (a broken line in the middle stays an error for the reader). Returns "closed",
+    "cut", or None (the file is missing, empty, or ends with a newline)."""
+    if not path.exists():
+        return None
+    with path.open("r+b") as f:
+        size = f.seek(0, os.SEEK_END)
+        if size == 0:
+            return None
+        f.seek(size - 1)
+        if f.read(1) == b"\n":
+            return None
+        start = _last_line_start(f, size, chunk)
+        f.seek(start)
+        try:
+            whole = isinstance(json.loads(f.read()), dict)
+        except ValueError:  # UnicodeDecodeError included: a character cut in two
+            whole = False
+        if whole:
+            f.seek(0, os.SEEK_END)
+            f.write(b"\n")
+        else:
+            f.truncate(start)
+        f.flush()
+        os.fsync(f.fileno())
+    return "closed" if whole else "cut"
+
+
+def _last_line_start(f: IO[bytes], size: int, chunk: int) -> int:
+    """The offset just after the last newline of the file (0 when it has none), read backwards by chunks."""
+    end = size
+    while end > 0:
+        begin = max(0, end - chunk)
+        f.seek(begin)
+        i = f.read(end - begin).rfind(b"\n")
+        if i >= 0:
+            return begin + i + 1
+        end = begin
+    return 0
+
+
+def open_jsonl_append(path: Path) -> IO[str]:
+    """`path` opened for appending JSONL records, its torn last line repaired first (`repair_tail`)."""
+    repair_tail(path)
+    return path.open("a")
+
+
+def append_jsonl(f: IO[str], records: Iterable[dict[str, Any]]) -> None:
+    """Append records, one JSON line each, in one write; flushed and synced to disk (os.fsync) before returning,
+    so a record reported done survives a crash of the process or of the machine."""
+    f.write("".join(json.dumps(r, ensure_ascii=False) + "\n" for r in records))
+    f.flush()
+    os.fsync(f.fileno())
 
 
 def modality_tag(row: dict[str, Any]) -> str | None:

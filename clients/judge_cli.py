@@ -4,9 +4,10 @@
     medix-judge run --input preds.jsonl --output results.jsonl --min-score 0.5 --markdown summary.md
     medix-judge compare --baseline baseline/results.jsonl --candidate results.jsonl --max-drop 0.02
 
-generate and run are resumable: ids already in --output are skipped, and results are appended and flushed as
-they come. Every score carries a 95% interval; compare pairs two runs by id and gates on a paired interval
-(the statistics are in clients/evaluation.py).
+generate and run are resumable: ids already in --output are skipped, and results are appended, flushed and
+synced (os.fsync) as they come; a last line cut off by a crash is repaired before anything is appended. Every
+score carries a 95% interval; compare pairs two runs by id and gates on a paired interval (the statistics are in
+clients/evaluation.py).
 """
 
 from __future__ import annotations
@@ -17,7 +18,7 @@ import json
 import math
 import sys
 import time
-from collections.abc import Callable, Iterable
+from collections.abc import Callable
 from pathlib import Path
 from typing import Annotated, Any, Literal, TypeVar
 
@@ -26,7 +27,7 @@ import typer
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
 
 from clients.client import AsyncMedixClient, MedixError
-from clients.datasets import numbered_lines
+from clients.datasets import append_jsonl, numbered_lines, open_jsonl_append, repair_tail
 from clients.evaluation import CONFIDENCE, RESAMPLES, SEED, fmt, summarise
 from clients.evaluation import compare as compare_runs
 from clients.http import auth_headers
@@ -72,7 +73,9 @@ def read_predictions(path: Path, warn: Callable[[str], None]) -> tuple[list[Pred
         except ValidationError as exc:
             first = exc.errors()[0]
             where = ".".join(str(p) for p in first["loc"]) or "line"
-            warn(f"{path}:{n}: invalid line, skipped: {where}: {first['msg']}")
+            torn = "" if line.endswith("\n") else (" (the last line, without its newline: a write cut off; rerun "
+                                                    "`medix-judge generate` to complete it)")
+            warn(f"{path}:{n}: invalid line, skipped: {where}: {first['msg']}{torn}")
             invalid += 1
             continue
         if row.id in seen:
@@ -85,7 +88,8 @@ def read_predictions(path: Path, warn: Callable[[str], None]) -> tuple[list[Pred
 
 
 def read_done(path: Path) -> dict[str, dict[str, Any]]:
-    """Records already in an output file, the last one per id (a torn last line is ignored)."""
+    """Records already in an output file, the last one per id (a line that is not JSON is ignored: its id is not
+    done)."""
     done: dict[str, dict[str, Any]] = {}
     if path.exists():
         for line in path.read_text().splitlines():
@@ -99,7 +103,13 @@ def read_done(path: Path) -> dict[str, dict[str, Any]]:
 
 
 def _resume(rows: list[Row], id_of: Callable[[Row], str], output: Path, retry_failed: bool = False) -> list[Row]:
-    """The rows still to do: ids not in `output` yet, and with `retry_failed` those whose result there failed."""
+    """The rows still to do: ids not in `output` yet, and with `retry_failed` those whose result there failed.
+    A last line that a crash cut off is repaired first (`repair_tail`), so nothing is appended to it."""
+    repaired = repair_tail(output)
+    if repaired == "cut":
+        warn(f"{output}: its last line was cut off by an interrupted write; removed (its id is done again)")
+    elif repaired == "closed":
+        warn(f"{output}: its last line had no newline; added")
     done = read_done(output)
     todo = [r for r in rows if id_of(r) not in done or (retry_failed and done[id_of(r)].get("score") is None)]
     skipped = len(rows) - len(todo)
@@ -140,11 +150,6 @@ class Progress:
             self._bar.stop()
 
 
-def _append(out: Any, records: Iterable[dict[str, Any]]) -> None:
-    out.write("".join(json.dumps(r, ensure_ascii=False) + "\n" for r in records))
-    out.flush()
-
-
 def interval_text(low: float | None, high: float | None, method: str | None = None, signed: bool = False) -> str:
     """`[0.4231, 0.6912] (wilson)`, or an em dash when there is no interval."""
     if low is None or high is None:
@@ -173,7 +178,7 @@ async def _judge_batches(client: AsyncMedixClient, batches: list[list[Prediction
                          concurrency: int, output: Path, progress: Progress, warn: Callable[[str], None]) -> None:
     """Judge batches concurrently; append each batch's results as it lands. A failed batch writes nothing."""
     slots = asyncio.Semaphore(concurrency)
-    with output.open("a") as out:
+    with open_jsonl_append(output) as out:
         async def one(batch: list[PredictionLine]) -> None:
             async with slots:
                 try:
@@ -181,7 +186,7 @@ async def _judge_batches(client: AsyncMedixClient, batches: list[list[Prediction
                 except MedixError as exc:
                     warn(f"batch of {len(batch)} starting at id {batch[0].id!r} failed: {exc}")
                     return
-            _append(out, (r.model_dump(exclude_none=True) for r in results))
+            append_jsonl(out, (r.model_dump(exclude_none=True) for r in results))
             progress.advance(len(batch))
 
         async with asyncio.TaskGroup() as group:  # an unexpected error stops every batch, as a kill would
@@ -535,7 +540,7 @@ async def _generate_rows(todo: list[dict[str, str]], *, model_url: str, api_key:
     failed = 0
     slots = asyncio.Semaphore(concurrency)
     async with httpx.AsyncClient(base_url=model_url.rstrip("/"), headers=auth_headers(api_key), timeout=600) as http:
-        with output.open("a") as out:
+        with open_jsonl_append(output) as out:
             async def one(row: dict[str, str]) -> None:
                 nonlocal failed
                 async with slots:
@@ -545,7 +550,7 @@ async def _generate_rows(todo: list[dict[str, str]], *, model_url: str, api_key:
                         warn(f"id {row['id']}: generation failed: {exc!r}")
                         failed += 1
                         return
-                _append(out, [{**row, "prediction": text}])
+                append_jsonl(out, [{**row, "prediction": text}])
                 progress.advance(1)
 
             async with asyncio.TaskGroup() as group:  # an unexpected error stops every row, as a kill would

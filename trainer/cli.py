@@ -72,18 +72,28 @@ def main(
                                              "go here.")] = Path("runs/medix-grpo"),
     plot: Annotated[Path | None, typer.Option(help="Write a PNG of the mean reward and each component against "
                                               "the step (needs matplotlib).")] = None,
+    save_steps: Annotated[int, typer.Option(min=0, help="Save a checkpoint (model, optimiser, scheduler, RNG "
+                                            "state) into OUTPUT_DIR/checkpoint-N every N steps and at the last "
+                                            "step, for --resume; 0: none.")] = 10,
+    save_total_limit: Annotated[int, typer.Option(min=1, help="Checkpoints kept (the newest); older ones are "
+                                                  "deleted.")] = 2,
+    resume: Annotated[bool, typer.Option(help="Continue the run in OUTPUT_DIR from its newest complete "
+                                         "checkpoint (from the beginning when it has none); steps.jsonl is kept "
+                                         "up to that step and appended to. Without it, an OUTPUT_DIR holding "
+                                         "checkpoints is refused.")] = False,
 ) -> None:
     """Train; print the logged steps as JSON lines."""
     from trainer.grpo import TrainOptions, train
 
     _check_batch_size(batch_size, num_generations)
+    _check_resume(output_dir, resume)
     options = TrainOptions(model=_policy_model(model), data=data, output_dir=output_dir, reward_url=reward_url,
                            api_key=api_key, profile=profile, max_steps=max_steps, num_generations=num_generations,
                            batch_size=batch_size, learning_rate=learning_rate, beta=beta, temperature=temperature,
                            max_completion_length=max_completion_length, limit=limit, holdout_every=holdout_every,
                            worked_example=worked_example, image_hint=image_hint, reward_retries=reward_retries,
                            gradient_checkpointing=gradient_checkpointing, bf16=bf16, seed=seed, use_vllm=use_vllm,
-                           plot=plot)
+                           plot=plot, save_steps=save_steps, save_total_limit=save_total_limit, resume=resume)
     _print_log_history(train(options)["log_history"])
 
 
@@ -92,6 +102,19 @@ def _check_batch_size(batch_size: int, num_generations: int) -> None:
     if batch_size % num_generations:
         raise typer.BadParameter(f"must be a multiple of --num-generations ({num_generations})",
                                  param_hint="--batch-size")
+
+
+def _check_resume(output_dir: Path, resume: bool) -> None:
+    """Refuse an OUTPUT_DIR with checkpoints unless --resume; say where a resumed run starts."""
+    from trainer.grpo import RunExists, resume_point
+
+    try:
+        start = resume_point(output_dir, resume)
+    except RunExists as exc:
+        raise typer.BadParameter(str(exc), param_hint="--resume") from exc
+    if resume:
+        typer.echo(f"resuming from {start.path} (step {start.step})" if start else
+                   f"--resume: no complete checkpoint in {output_dir} yet; starting from the beginning", err=True)
 
 
 def _policy_model(model: str | None) -> str:

@@ -9,14 +9,22 @@ A run writes into its output folder, as it goes:
 - `completions.jsonl`: every sampled completion with its overall reward, step by step;
 - `holdout.jsonl` (the held-back questions, for `medix-judge generate --dataset`) and `system_prompt.txt`
   (for its `--system`);
+- `checkpoint-N/`: every `save_steps` steps and at the last step, what `--resume` continues from (model,
+  optimiser, scheduler, RNG and trainer state; the newest `save_total_limit` are kept);
 and at the end the checkpoint (with its tokenizer and chat template), `log_history.jsonl` (TRL's logged steps),
 `medix_rewards.jsonl` (what the service returned, call by call) and `run.json` (the options and the wall time).
+
+A resumed run (`resume`) continues from the newest complete checkpoint; `steps.jsonl` keeps its lines up to that
+checkpoint's step and is appended to (the steps logged after it, lost with the crash, are trained and logged
+again). `completions.jsonl` and `medix_rewards.jsonl`, written at the end, then hold the resumed part only.
 """
 
 from __future__ import annotations
 
 import dataclasses
 import json
+import os
+import re
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -52,6 +60,92 @@ class TrainOptions:
     use_vllm: bool = False
     seed: int = 0
     plot: Path | None = None
+    save_steps: int = 10
+    save_total_limit: int = 2
+    resume: bool = False
+
+
+# transformers' names: trainer_utils.PREFIX_CHECKPOINT_DIR ("checkpoint") + "-<global step>", and
+# trainer.TRAINER_STATE_NAME, the file a checkpoint's save writes last (a unit test ties both to transformers).
+CHECKPOINT_DIR = re.compile(r"^checkpoint-(\d+)$")
+TRAINER_STATE = "trainer_state.json"
+
+
+class RunExists(ValueError):
+    """The output folder holds checkpoints of an earlier run, and this run was not asked to resume it."""
+
+
+@dataclass(frozen=True)
+class Checkpoint:
+    path: Path
+    step: int
+
+
+def checkpoint_dirs(output_dir: Path) -> list[Path]:
+    """The `checkpoint-N` folders of `output_dir`, oldest step first."""
+    if not output_dir.is_dir():
+        return []
+    found = [(int(m.group(1)), p) for p in output_dir.iterdir() if (m := CHECKPOINT_DIR.match(p.name)) and p.is_dir()]
+    return [p for _, p in sorted(found)]
+
+
+def _saved_step(path: Path) -> int | None:
+    """The step a checkpoint holds, from its trainer state; None when the save never finished (transformers
+    writes the trainer state last, after the model, optimiser, scheduler and RNG state)."""
+    try:
+        step = json.loads((path / TRAINER_STATE).read_text())["global_step"]
+    except (OSError, ValueError, KeyError, TypeError):
+        return None
+    return step if isinstance(step, int) else None
+
+
+def resume_point(output_dir: Path, resume: bool) -> Checkpoint | None:
+    """Where a run in `output_dir` starts. With `resume`: the newest complete checkpoint (a folder whose save a
+    crash cut short is passed over, where transformers' own `resume_from_checkpoint=True` would pick it and fail),
+    or None (none yet: from the beginning). Without: None, and RunExists when checkpoints are there, since a
+    fresh run would mix its checkpoints with the old run's and `--resume` would later continue the wrong one."""
+    dirs = checkpoint_dirs(output_dir)
+    if not resume:
+        if dirs:
+            raise RunExists(f"{output_dir} holds checkpoints of an earlier run ({', '.join(p.name for p in dirs)}): "
+                            "pass --resume to continue it, or choose another --output-dir")
+        return None
+    for path in reversed(dirs):
+        if (step := _saved_step(path)) is not None:
+            return Checkpoint(path, step)
+    return None
+
+
+def checkpoint_args(opts: TrainOptions) -> dict[str, Any]:
+    """GRPOConfig's checkpoint arguments: every `save_steps` steps (and at the last), the newest
+    `save_total_limit` kept, with the optimiser and RNG state a resume needs; `save_steps` 0: none."""
+    if opts.save_steps <= 0:
+        return {"save_strategy": "no"}
+    return {"save_strategy": "steps", "save_steps": opts.save_steps, "save_total_limit": opts.save_total_limit,
+            "save_only_model": False}
+
+
+def config_args(opts: TrainOptions, cuda: bool) -> dict[str, Any]:
+    """Every GRPOConfig argument of a run (`cuda`: whether a GPU is there)."""
+    return {
+        "output_dir": str(opts.output_dir),
+        "max_steps": opts.max_steps,
+        "per_device_train_batch_size": opts.batch_size,
+        "num_generations": opts.num_generations,
+        "learning_rate": opts.learning_rate,
+        "lr_scheduler_type": "constant",  # a short run: no decay that would stall the last steps
+        "beta": opts.beta,
+        "temperature": opts.temperature,
+        "max_completion_length": opts.max_completion_length,
+        "gradient_checkpointing": opts.gradient_checkpointing,
+        "logging_steps": 1,
+        **checkpoint_args(opts),
+        "report_to": "none",
+        "seed": opts.seed,
+        "use_vllm": opts.use_vllm,
+        "bf16": opts.bf16,
+        "use_cpu": opts.bf16 and not cuda,  # transformers refuses bf16 on CPU without it
+    }
 
 
 class RunReward(MedixReward):
@@ -85,25 +179,53 @@ class RunReward(MedixReward):
         return rewards
 
 
-def _step_logger(path: Path) -> Any:
+def prepare_steps_log(path: Path, resume_step: int | None) -> float:
+    """Ready `steps.jsonl` for a run: emptied for a fresh run (`resume_step` None); for a run resumed from the
+    checkpoint of `resume_step`, its lines up to that step kept and the rest dropped (the resumed run trains and
+    logs those steps again), a line a crash cut off included. Returns the `elapsed_s` to continue from: the last
+    kept line's, so the column stays the training time of the steps it lists."""
+    if resume_step is None or not path.exists():
+        path.write_text("")
+        return 0.0
+    kept: list[str] = []
+    elapsed = 0.0
+    for line in path.read_text().splitlines():
+        try:
+            entry = json.loads(line)
+            step, seconds = int(entry["step"]), float(entry.get("elapsed_s") or 0.0)
+        except (ValueError, KeyError, TypeError, AttributeError):
+            continue
+        if step <= resume_step:
+            kept.append(line + "\n")
+            elapsed = max(elapsed, seconds)
+    tmp = path.with_name(path.name + ".tmp")
+    tmp.write_text("".join(kept))
+    os.replace(tmp, path)  # all or nothing: a crash here leaves the old file or the new one
+    return elapsed
+
+
+def _step_logger(path: Path, resume_step: int | None = None) -> Any:
     from transformers import TrainerCallback
 
     class StepLog(TrainerCallback):
-        """Appends each logged training step to `steps.jsonl` as soon as TRL logs it."""
+        """Appends each logged training step to `steps.jsonl` as soon as TRL logs it (flushed and synced)."""
 
         def __init__(self) -> None:
-            self.start = time.monotonic()
+            self.start, self.offset = time.monotonic(), 0.0
 
         def on_train_begin(self, args: Any, state: Any, control: Any, **kwargs: Any) -> None:
+            self.offset = prepare_steps_log(path, resume_step)
             self.start = time.monotonic()
-            path.write_text("")
 
         def on_log(self, args: Any, state: Any, control: Any, logs: dict[str, Any] | None = None,
                    **kwargs: Any) -> None:
             if logs and "reward" in logs:
-                entry = {"step": state.global_step, "elapsed_s": round(time.monotonic() - self.start, 1), **logs}
+                elapsed = self.offset + time.monotonic() - self.start
+                entry = {"step": state.global_step, "elapsed_s": round(elapsed, 1), **logs}
                 with path.open("a") as f:
                     f.write(json.dumps(entry) + "\n")
+                    f.flush()
+                    os.fsync(f.fileno())
 
     return StepLog()
 
@@ -116,6 +238,7 @@ def train(opts: TrainOptions) -> dict[str, Any]:
     from trainer.data import SYSTEM_PROMPT, load_dataset, read_rows, split_holdout, write_holdout
 
     wall_start = time.monotonic()
+    start = resume_point(opts.output_dir, opts.resume)  # RunExists before anything is written
     opts.output_dir.mkdir(parents=True, exist_ok=True)
     train_rows, held = split_holdout(read_rows(opts.data), opts.holdout_every)
     write_holdout(opts.output_dir / "holdout.jsonl", held, image_hint=opts.image_hint)
@@ -123,28 +246,10 @@ def train(opts: TrainOptions) -> dict[str, Any]:
     dataset = load_dataset(train_rows, limit=opts.limit, worked_example=opts.worked_example,
                            image_hint=opts.image_hint)
     reward = RunReward(opts.reward_url, opts.api_key, profile=opts.profile, retries=opts.reward_retries)
-    config = GRPOConfig(
-        output_dir=str(opts.output_dir),
-        max_steps=opts.max_steps,
-        per_device_train_batch_size=opts.batch_size,
-        num_generations=opts.num_generations,
-        learning_rate=opts.learning_rate,
-        lr_scheduler_type="constant",  # a short run: no decay that would stall the last steps
-        beta=opts.beta,
-        temperature=opts.temperature,
-        max_completion_length=opts.max_completion_length,
-        gradient_checkpointing=opts.gradient_checkpointing,
-        logging_steps=1,
-        save_strategy="no",
-        report_to="none",
-        seed=opts.seed,
-        use_vllm=opts.use_vllm,
-        bf16=opts.bf16,
-        use_cpu=opts.bf16 and not torch.cuda.is_available(),  # transformers refuses bf16 on CPU without it
-    )
+    config = GRPOConfig(**config_args(opts, torch.cuda.is_available()))
     trainer = GRPOTrainer(model=opts.model, reward_funcs=[reward], args=config, train_dataset=dataset,
-                          callbacks=[_step_logger(opts.output_dir / "steps.jsonl")])
-    trainer.train()
+                          callbacks=[_step_logger(opts.output_dir / "steps.jsonl", start.step if start else None)])
+    trainer.train(resume_from_checkpoint=str(start.path) if start else None)
     trainer.save_model(str(opts.output_dir))
     with (opts.output_dir / "medix_rewards.jsonl").open("w") as f:
         f.writelines(json.dumps(call) + "\n" for call in reward.history)
@@ -157,6 +262,7 @@ def train(opts: TrainOptions) -> dict[str, Any]:
 
         plot_steps(opts.output_dir / "steps.jsonl", opts.plot)
     run = {"options": {k: str(v) if isinstance(v, Path) else v for k, v in dataclasses.asdict(opts).items()},
-           "train_rows": len(dataset), "holdout_rows": len(held), "wall_s": round(time.monotonic() - wall_start, 1)}
+           "train_rows": len(dataset), "holdout_rows": len(held), "resumed_from_step": start.step if start else None,
+           "wall_s": round(time.monotonic() - wall_start, 1)}
     (opts.output_dir / "run.json").write_text(json.dumps(run, indent=2) + "\n")
     return {"log_history": trainer.state.log_history, "reward_calls": reward.history, "run": run}

@@ -1,10 +1,11 @@
 import asyncio
 import json
+import os
 
 import pytest
 from typer.testing import CliRunner
 
-from clients import judge_cli
+from clients import datasets, judge_cli
 from clients.client import AsyncMedixClient, JudgeScore, MedixUnavailable
 
 runner = CliRunner()
@@ -87,6 +88,172 @@ def test_exit_codes_for_min_score_and_unjudged_batches(tmp_path, monkeypatch):
     down = runner.invoke(judge_cli.app, [*base, "--output", str(out), "--min-score", "0.0"])
     assert down.exit_code == judge_cli.EXIT_UNJUDGED and "failed" in down.output
     assert len(ids_in(out)) == 3  # the failed batch wrote nothing; no zero scores
+
+
+# -- a crash in the middle of a write (issue 24, item 6) -------------------------------------------------------
+def torn_append(on_call):
+    """judge_cli.append_jsonl that, on call `on_call`, writes its text up to the middle of its last record and
+    dies, as a kill during the write would leave the file; nothing is written after that."""
+    real, calls = judge_cli.append_jsonl, {"n": 0}
+
+    def append(f, records):
+        calls["n"] += 1
+        if calls["n"] > on_call:
+            raise RuntimeError("dead")  # the process is gone: nothing more reaches the file
+        if calls["n"] < on_call:
+            return real(f, records)
+        text = "".join(json.dumps(r) + "\n" for r in records)
+        f.write(text[: len(text) - len(text.splitlines()[-1]) // 2 - 1])
+        f.flush()
+        raise RuntimeError("killed in the middle of a write")
+
+    return append
+
+
+def every_line_is_json(path):
+    text = path.read_text()
+    assert text.endswith("\n")
+    return [json.loads(line) for line in text.splitlines()]
+
+
+def test_run_resumes_cleanly_after_a_crash_in_the_middle_of_a_write(tmp_path, monkeypatch):
+    """Before: the torn half-line was skipped on resume and the next batch appended to it, glued on: those
+    results lost, the file unreadable there, and `run` exit 2 on every later run."""
+    preds, out = tmp_path / "p.jsonl", tmp_path / "r.jsonl"
+    write_preds(preds, 10)
+    monkeypatch.setattr(AsyncMedixClient, "judge", fake_judge()[0])
+    monkeypatch.setattr(judge_cli, "append_jsonl", torn_append(on_call=2))
+    args = ["run", "--input", str(preds), "--output", str(out), "--batch-size", "4", "--concurrency", "1"]
+    crashed = runner.invoke(judge_cli.app, args)
+    assert crashed.exit_code != 0 and not out.read_text().endswith("\n")  # q4..q6 written, q7 half
+
+    monkeypatch.setattr(judge_cli, "append_jsonl", datasets.append_jsonl)  # the process restarts
+    judge, calls = fake_judge()
+    monkeypatch.setattr(AsyncMedixClient, "judge", judge)
+    done = runner.invoke(judge_cli.app, args)
+    assert done.exit_code == 0, done.output
+    assert "last line was cut off" in done.output
+    assert sorted(r["id"] for r in every_line_is_json(out)) == sorted(f"q{i}" for i in range(10))  # once each
+    assert [i for c in calls for i in c] == ["q7", "q8", "q9"]  # the torn record judged again
+    again = runner.invoke(judge_cli.app, args)  # and every later run is clean too
+    assert again.exit_code == 0 and "cut off" not in again.output
+
+
+def fake_model(monkeypatch, fail_on_call=None):
+    calls = []
+
+    async def prediction(http, body):
+        calls.append(body["messages"][-1]["content"])
+        if fail_on_call == len(calls):
+            raise RuntimeError("killed")
+        return "liver"
+
+    monkeypatch.setattr(judge_cli, "_prediction", prediction)
+    return calls
+
+
+def write_questions(path, n):
+    path.write_text("".join(json.dumps({"id": f"q{i}", "question": f"Q{i}?", "answer": "Liver",
+                                        "dataset": "medqa"}) + "\n" for i in range(n)))
+
+
+def test_generate_resumes_cleanly_after_a_crash_in_the_middle_of_a_write_and_run_passes(tmp_path, monkeypatch):
+    """Before: the torn prediction was glued to the next one; `run` then found an invalid line and exited 2 on
+    every later run until someone edited the file."""
+    data, preds, out = tmp_path / "d.jsonl", tmp_path / "p.jsonl", tmp_path / "r.jsonl"
+    write_questions(data, 6)
+    fake_model(monkeypatch)
+    monkeypatch.setattr(judge_cli, "append_jsonl", torn_append(on_call=4))
+    args = ["generate", "--dataset", str(data), "--model-url", "http://model.test/v1", "--model", "m",
+            "--output", str(preds), "--concurrency", "1"]
+    assert runner.invoke(judge_cli.app, args).exit_code != 0
+    assert len(preds.read_text().splitlines()) == 4 and not preds.read_text().endswith("\n")  # q3 torn
+
+    monkeypatch.setattr(judge_cli, "append_jsonl", datasets.append_jsonl)  # the process restarts
+    calls = fake_model(monkeypatch)
+    resumed = runner.invoke(judge_cli.app, args)
+    assert resumed.exit_code == 0, resumed.output
+    assert calls == ["Q3?", "Q4?", "Q5?"]  # the torn row asked again, the whole ones not
+    assert [r["id"] for r in every_line_is_json(preds)] == [f"q{i}" for i in range(6)]
+
+    monkeypatch.setattr(AsyncMedixClient, "judge", fake_judge()[0])
+    judged = runner.invoke(judge_cli.app, ["run", "--input", str(preds), "--output", str(out)])
+    assert judged.exit_code == 0, judged.output
+    assert sorted(ids_in(out)) == [f"q{i}" for i in range(6)]
+
+
+def test_a_torn_last_prediction_is_named_as_such_by_run(tmp_path, monkeypatch):
+    """`run` on a predictions file whose generate crashed (not rerun): the torn last line is an invalid line
+    (exit 2, the item is missing), and the warning says to rerun generate."""
+    preds, out = tmp_path / "p.jsonl", tmp_path / "r.jsonl"
+    write_preds(preds, 3)
+    with preds.open("a") as f:
+        f.write('{"id": "q3", "task": "medqa", "refer')
+    monkeypatch.setattr(AsyncMedixClient, "judge", fake_judge()[0])
+    r = runner.invoke(judge_cli.app, ["run", "--input", str(preds), "--output", str(out)])
+    assert r.exit_code == judge_cli.EXIT_UNJUDGED and ":4: invalid line" in r.output
+    assert "rerun `medix-judge generate`" in r.output
+
+
+def test_a_torn_line_in_the_middle_is_still_an_error_and_is_left_alone(tmp_path, monkeypatch):
+    """Only the tail is repaired: a broken line before it (an older glued write, a hand edit) is reported with
+    its number and exit 2, as before, and the resume does not touch it."""
+    data, preds = tmp_path / "d.jsonl", tmp_path / "p.jsonl"
+    write_questions(data, 4)
+    write_preds(preds, 2)
+    with preds.open("a") as f:
+        f.write('{"id": "q2", "task": "medqa", "refer\n')
+    before = preds.read_text()
+    fake_model(monkeypatch)
+    gen = runner.invoke(judge_cli.app, ["generate", "--dataset", str(data), "--model-url", "http://m.test/v1",
+                                        "--model", "m", "--output", str(preds)])
+    assert gen.exit_code == 0 and preds.read_text().startswith(before) and "cut off" not in gen.output
+    monkeypatch.setattr(AsyncMedixClient, "judge", fake_judge()[0])
+    r = runner.invoke(judge_cli.app, ["run", "--input", str(preds), "--output", str(tmp_path / "r.jsonl")])
+    assert r.exit_code == judge_cli.EXIT_UNJUDGED and ":3: invalid line" in r.output
+    assert "rerun" not in r.output
+
+
+def test_a_whole_last_record_without_its_newline_is_closed_not_redone(tmp_path, monkeypatch):
+    preds, out = tmp_path / "p.jsonl", tmp_path / "r.jsonl"
+    write_preds(preds, 4)
+    out.write_text(json.dumps({"id": "q0", "task": "medqa", "rubric": "binary", "score": 0.0, "votes": [0]}))
+    judge, calls = fake_judge()
+    monkeypatch.setattr(AsyncMedixClient, "judge", judge)
+    r = runner.invoke(judge_cli.app, ["run", "--input", str(preds), "--output", str(out)])
+    assert r.exit_code == 0, r.output
+    assert [i for c in calls for i in c] == ["q1", "q2", "q3"]
+    assert [rec["id"] for rec in every_line_is_json(out)] == ["q0", "q1", "q2", "q3"]
+
+
+def test_each_batch_is_synced_to_disk(tmp_path, monkeypatch):
+    preds, out = tmp_path / "p.jsonl", tmp_path / "r.jsonl"
+    write_preds(preds, 10)
+    monkeypatch.setattr(AsyncMedixClient, "judge", fake_judge()[0])
+    synced = []
+    real_fsync = os.fsync
+
+    def fsync(fd):
+        synced.append(os.fstat(fd).st_ino)
+        real_fsync(fd)
+
+    monkeypatch.setattr(os, "fsync", fsync)
+    r = runner.invoke(judge_cli.app, ["run", "--input", str(preds), "--output", str(out), "--batch-size", "4"])
+    assert r.exit_code == 0, r.output
+    assert synced == [out.stat().st_ino] * 3  # one per batch of 4, 4, 2
+
+
+def test_repair_tail_reads_back_past_long_lines(tmp_path):
+    repair_tail = datasets.repair_tail
+    path = tmp_path / "o.jsonl"
+    whole = json.dumps({"id": "a", "text": "x" * 300}) + "\n"
+    path.write_text(whole + '{"id": "b", "text": "' + "y" * 1000)
+    assert repair_tail(path, chunk=64) == "cut" and path.read_text() == whole
+    assert repair_tail(path) is None and path.read_text() == whole
+    path.write_text('{"id": "b", "text": "\u00e9')
+    path.write_bytes(path.read_bytes()[:-1])  # a character cut in two
+    assert repair_tail(path, chunk=4) == "cut" and path.read_bytes() == b""
+    assert repair_tail(tmp_path / "missing.jsonl") is None
 
 
 def test_question_text_lists_options():
