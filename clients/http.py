@@ -11,9 +11,11 @@ from __future__ import annotations
 
 import asyncio
 import math
+import ssl
 from collections.abc import Awaitable, Callable
 from typing import Any
 
+import certifi
 import httpx
 
 PER_POOL = 4  # connections per pool
@@ -23,6 +25,13 @@ KEEPALIVE_S = 2.0
 def auth_headers(api_key: str | None) -> dict[str, str]:
     """The `Authorization: Bearer` header for a key; no header without one."""
     return {"Authorization": f"Bearer {api_key}"} if api_key else {}
+
+
+def _tls_context(verify: Any) -> Any:
+    """httpx's `verify` (True, a CA bundle path, False or an SSLContext) as one context to share."""
+    if verify is True or isinstance(verify, str):
+        return ssl.create_default_context(cafile=verify if isinstance(verify, str) else certifi.where())
+    return verify
 
 
 class PooledAsyncClient:
@@ -39,6 +48,8 @@ class PooledAsyncClient:
         # them: a request sent on a connection the server is closing fails with a read error.
         limits = httpx.Limits(max_connections=per, max_keepalive_connections=per, keepalive_expiry=KEEPALIVE_S)
         hooks = {"request": [self._on_request], "response": [self._on_response]}
+        # One TLS context for every pool: each would otherwise load the CA bundle (about 30 ms apiece).
+        kwargs["verify"] = _tls_context(kwargs.get("verify", True))
         self._pools = [httpx.AsyncClient(limits=limits, event_hooks=hooks, **kwargs) for _ in range(pools)]
         self._busy = [0] * pools
 

@@ -71,3 +71,21 @@ async def test_each_request_goes_to_the_pool_with_the_fewest_in_flight():
     release.set()
     await asyncio.gather(*tasks)
     assert client._busy == [0, 0, 0]
+
+
+def test_every_pool_shares_one_tls_context(monkeypatch):
+    # Before: each of the 256 pools of a 1,024-connection client loaded the CA bundle itself (about 7 s a client).
+    import ssl
+
+    from clients import http
+
+    made = []
+    real = ssl.create_default_context
+
+    def counted(*a, **k):
+        made.append(1)
+        return real(*a, **k)
+
+    monkeypatch.setattr(ssl, "create_default_context", counted)  # httpx's own contexts come through here too
+    client = http.PooledAsyncClient(max_connections=1024)
+    assert client.pools == 256 and len(made) == 1
