@@ -216,7 +216,8 @@ class Settings(BaseSettings):
     api_keys: Annotated[list[SecretStr], NoDecode] = Field(
         default_factory=list,
         description="API keys (JSON list, or comma-separated) enabling `Authorization: Bearer` on /reward, "
-        "/get_reward and /judge; each is a tenant named `key1`, `key2`, ... in the order listed (in logs, limits "
+        "/get_reward, /judge and every other path but /healthz, /readyz, /metrics (its own key), /docs and "
+        "/openapi.json; each is a tenant named `key1`, `key2`, ... in the order listed (in logs, limits "
         "and metrics). Empty (and no key file) disables auth.",
     )
     api_keys_file: Path | None = Field(

@@ -46,17 +46,35 @@ def check_request(body: BaseModel, list_param: str, settings: Settings) -> int:
     return n_items
 
 
+class BodyBytes:
+    """One request's hold on MEDIX_MAX_PARSING_BYTES: the bytes of its body taken as they are read, given back
+    once the body is parsed (or refused)."""
+
+    def __init__(self, admission: Admission) -> None:
+        self._admission, self.held = admission, 0
+
+    def take(self, n: int) -> None:
+        """Hold `n` more bytes; Overloaded when other requests' bodies already hold the budget."""
+        self._admission._take_body_bytes(self, n)
+
+    def release(self) -> None:
+        self._admission._parsing -= self.held
+        self.held = 0
+
+
 class Admission:
     """Every 429 is decided here, per tenant (API key): the requests it has in flight (taken by the HTTP guard
     before the body is read), then, after parsing, a request's size (422), the items the tenant already has in
     flight (items, not requests: 512 one-item requests are the work of one 512-item batch) and the key's rate
-    limit, charged last so that a refused request costs nothing."""
+    limit, charged last so that a refused request costs nothing. One limit is the replica's, not a tenant's: the
+    bytes of bodies being read and parsed at once (MEDIX_MAX_PARSING_BYTES)."""
 
     def __init__(self, settings: Settings, metrics: Metrics, limiter: RateLimiter | None = None) -> None:
         self._settings, self._metrics = settings, metrics
         self.limiter = limiter or RateLimiter(None, settings.rate_limit_burst)
         self._requests: dict[str, int] = {}  # per tenant: one tenant's burst never turns another's requests away
         self._items: dict[str, int] = {}
+        self._parsing = 0  # bytes of bodies being read and parsed, all tenants together
 
     def hold_request(self, tenant: str) -> Callable[[], None]:
         """Take one of the tenant's request slots (the body is read and served in it); returns its release."""
@@ -71,6 +89,20 @@ class Admission:
             self._metrics.inflight.dec()
 
         return release
+
+    def hold_body_bytes(self) -> BodyBytes:
+        """A request's hold on the bytes of bodies being read and parsed on this replica (all tenants together:
+        what parsing costs in memory is the replica's), taken as its body arrives."""
+        return BodyBytes(self)
+
+    def _take_body_bytes(self, holder: BodyBytes, n: int) -> None:
+        others, limit = self._parsing - holder.held, self._settings.max_parsing_bytes
+        if others and self._parsing + n > limit:  # a lone body bigger than the budget still gets through
+            raise Overloaded(f"this replica is reading and parsing {others} bytes of other request bodies; "
+                             f"{holder.held + n} more would pass the limit of {limit} (MEDIX_MAX_PARSING_BYTES); "
+                             "retry later", param="body")
+        self._parsing += n
+        holder.held += n
 
     def check(self, body: BaseModel, list_param: str) -> int:
         """The size checks alone (422 naming the field), for a route that must translate the body first."""

@@ -28,10 +28,10 @@ def _read_key_file(path: Path) -> dict[str, tuple[str, float]]:
     entries: dict[str, tuple[str, float]] = {}
     if text.lstrip().startswith("{"):
         for name, value in json.loads(text).items():
-            if isinstance(value, dict):
-                entries[str(name)] = (str(value["key"]), float(value.get("weight", 1.0)))
-            else:
-                entries[str(name)] = (str(value), 1.0)
+            key, weight = (value.get("key"), value.get("weight", 1.0)) if isinstance(value, dict) else (value, 1.0)
+            if not isinstance(key, str):  # str(None) would make "None" a valid key
+                raise ValueError(f"{path}: the key of {name!r} must be a string, not {_json_type(key)}")
+            entries[str(name)] = (key, float(weight))
     else:
         for n, line in enumerate(text.splitlines(), start=1):
             line = line.strip()
@@ -46,16 +46,26 @@ def _read_key_file(path: Path) -> dict[str, tuple[str, float]]:
             except ValueError:
                 raise ValueError(f"{path}:{n}: weight must be a number, not {option!r}") from None
             entries[name.strip()] = (key.strip(), weight)
-    for name, (_, weight) in entries.items():
+    for name, (key, weight) in entries.items():
+        if not key.strip():
+            raise ValueError(f"{path}: the key of {name!r} is empty")
         if not weight > 0:
             raise ValueError(f"{path}: the weight of {name!r} must be positive")
     return entries
+
+
+def _json_type(value: object) -> str:
+    names = {type(None): "null", bool: "true/false", int: "a number", float: "a number", list: "a list"}
+    return names.get(type(value), type(value).__name__)
 
 
 class KeyRing:
     """Knows key digests only. `identify` compares against every digest so timing says nothing."""
 
     def __init__(self, named_keys: dict[str, str]) -> None:
+        for name, key in named_keys.items():
+            if not isinstance(key, str) or not key.strip():  # an empty key would let `Bearer ` in
+                raise ValueError(f"API key {name!r} is empty or not a string; every key needs a value")
         self._digests = [(name, _digest(key)) for name, key in named_keys.items()]
 
     @property

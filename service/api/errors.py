@@ -77,11 +77,17 @@ def install_error_handlers(app: FastAPI, retry_after_s: int) -> None:
     @app.exception_handler(RequestValidationError)
     async def _validation(_: Request, exc: RequestValidationError) -> JSONResponse:
         errors = exc.errors()
-        # Prefer the most specific error: the one whose location is deepest.
-        err = max(errors, key=lambda e: len(e.get("loc", ()))) if errors else {}
+        # A list over its bound says the most (its elements were never validated); else prefer the most specific
+        # error: the one whose location is deepest.
+        too_long = [e for e in errors if e.get("type") == "too_long" and len(e.get("loc", ())) <= 2]
+        err = too_long[0] if too_long else max(errors, key=lambda e: len(e.get("loc", ()))) if errors else {}
         param = loc_to_param(err.get("loc", ()))
         type_ = "invalid_json" if err.get("type") == "json_invalid" else "invalid_request"
         message = f"{param}: {_validation_message(err)}"
+        if too_long:
+            ctx = err.get("ctx") or {}
+            message = (f"{param}: {ctx.get('actual_length')} items is over the limit of {ctx.get('max_length')} "
+                       "per request (MEDIX_MAX_ITEMS_PER_REQUEST); split the batch")
         if len(errors) > 1:
             message += f" (and {len(errors) - 1} more)"
         return error_response(422, type_, message, param)

@@ -14,6 +14,7 @@ from fastapi import FastAPI
 
 from service.api.admission import Admission
 from service.api.auth import KeyRing
+from service.api.body import json_element_limit
 from service.api.errors import install_error_handlers
 from service.api.middleware import RequestGuard
 from service.api.routes import evaluation, ops, reward
@@ -36,7 +37,8 @@ def create_api(settings: Settings, metrics: Metrics, admission: Admission, keys:
     app.add_middleware(RequestGuard, metrics=metrics, admission=admission, max_body_bytes=settings.max_body_bytes,
                        retry_after_s=settings.retry_after_s, keys=keys,
                        metrics_key=settings.metrics_key.get_secret_value() if settings.metrics_key else None,
-                       log_json=settings.log_json)
+                       log_json=settings.log_json, body_read_timeout_s=settings.body_read_timeout_s,
+                       max_json_elements=json_element_limit(settings.max_items_per_request))
     for feature in (reward, evaluation, ops):
         app.include_router(feature.router)
     return app

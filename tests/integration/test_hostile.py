@@ -163,3 +163,66 @@ def test_a_request_joining_an_abandoned_judge_call_is_answered(service):
     for r in asyncio.run(main()):
         assert r.status_code == 200, r.text[:300]
         assert r.json()["results"][0]["details"]["judge_verdict"] in ("YES", "NO")
+
+
+def _memory_kb(pid: int, field: str) -> int:
+    with open(f"/proc/{pid}/status") as f:
+        return next(int(line.split()[1]) for line in f if line.startswith(field))
+
+
+def test_a_million_empty_items_is_refused_at_once_and_healthz_keeps_answering(service):
+    """Issue 24, item 1: `{"items": [{}, {}, …]}` with a million items (3.0 MB) was a 422 after 13.7 s and
+    +2.4 GB, the event loop held throughout. Now: a 4xx within 1 s, a new peak of at most +100 MB, /healthz
+    within 100 ms meanwhile."""
+    pid = service.proc.popen.pid
+    body = b'{"items":[' + b"{}," * 999_999 + b"{}]}"
+    rss, peak = _memory_kb(pid, "VmRSS"), _memory_kb(pid, "VmHWM")
+    with HealthWatch(service.url) as watch, httpx.Client(timeout=60) as c:
+        time.sleep(0.2)
+        start = time.perf_counter()
+        r = c.post(f"{service.url}/reward", content=body, headers={"content-type": "application/json"})
+        took = time.perf_counter() - start
+        time.sleep(0.2)
+    err = one_shape(r)["error"]
+    assert 400 <= r.status_code < 500 and took < 1.0, (r.status_code, f"{took:.2f} s")
+    assert r.status_code == 413 and err["type"] == "payload_too_large" and err["param"] == "body", err
+    assert _memory_kb(pid, "VmHWM") <= max(peak, rss + 100 * 1024), "a new memory peak over +100 MB"
+    lat = sorted(watch.latencies)
+    p95 = lat[int(0.95 * (len(lat) - 1))]
+    assert lat and p95 < 0.1 and lat[-1] < 0.5, f"/healthz p95 {p95:.3f} s, max {lat[-1]:.3f} s"
+
+
+def test_an_unknown_list_is_refused_unparsed_not_admitted(service):
+    """Issue 24, item 1: a body padded with an unknown list of `{}` was parsed whole and scored as one item."""
+    pad = (3_900_000 - 200) // 3
+    body = b'{"items":[' + json.dumps(GOOD).encode() + b'],"junk":[' + b"{}," * (pad - 1) + b"{}]}"
+    start = time.perf_counter()
+    r = httpx.post(f"{service.url}/reward", content=body, headers={"content-type": "application/json"}, timeout=60)
+    assert r.status_code == 413 and one_shape(r)["error"]["param"] == "body", r.text[:300]
+    assert time.perf_counter() - start < 1.0
+
+
+def test_a_chunked_body_with_a_small_content_length_never_passes(service):
+    """Issue 24, item 10: `Transfer-Encoding: chunked` with `Content-Length: 10` and a body over the limit is
+    refused (uvicorn's 400 under httptools, the guard's 413 under h11), never scored."""
+    import socket
+    from urllib.parse import urlsplit
+
+    body = json.dumps({"items": [{**GOOD, "pad": "x" * (5 * 1024 * 1024)}]}).encode()
+    chunked = b"".join(b"%x\r\n%s\r\n" % (len(body[i:i + 65536]), body[i:i + 65536])
+                       for i in range(0, len(body), 65536)) + b"0\r\n\r\n"
+    head = (b"POST /reward HTTP/1.1\r\nHost: t\r\nContent-Type: application/json\r\nContent-Length: 10\r\n"
+            b"Transfer-Encoding: chunked\r\n\r\n")
+    address = urlsplit(service.url)
+    answer = b""
+    with socket.create_connection((address.hostname, address.port), timeout=60) as s:
+        try:
+            s.sendall(head + chunked)
+        except OSError:  # refused and closed before the whole body was sent
+            pass
+        while b"\r\n\r\n" not in answer:
+            chunk = s.recv(65536)
+            if not chunk:
+                break
+            answer += chunk
+    assert answer.split(b" ", 2)[1] in (b"400", b"413"), answer[:300]

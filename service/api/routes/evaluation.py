@@ -4,13 +4,14 @@ from __future__ import annotations
 
 from fastapi import APIRouter, Request
 
+from service.api.body import JsonBodyRoute
 from service.api.cancellation import with_cancellation
 from service.api.deps import AdmissionDep, EvaluatorDep
 from service.evaluation.wire import JudgeRequest, JudgeResponse
 from service.runtime.wire import ErrorResponse
 
-router = APIRouter(tags=["judge"])
-ERRORS = {code: {"model": ErrorResponse} for code in (401, 413, 422, 429, 503)}
+router = APIRouter(tags=["judge"], route_class=JsonBodyRoute)
+ERRORS = {code: {"model": ErrorResponse} for code in (401, 408, 413, 422, 429, 503)}
 
 
 @router.post("/judge", response_model=JudgeResponse, responses=ERRORS)

@@ -4,14 +4,15 @@ from __future__ import annotations
 
 from fastapi import APIRouter, Request
 
+from service.api.body import JsonBodyRoute
 from service.api.cancellation import with_cancellation
 from service.api.deps import AdmissionDep, ScorerDep
 from service.reward import openrlhf
 from service.reward.wire import OpenRLHFRequest, OpenRLHFResponse, RewardRequest, RewardResponse
 from service.runtime.wire import ErrorResponse
 
-router = APIRouter(tags=["reward"])
-ERRORS = {code: {"model": ErrorResponse} for code in (401, 413, 422, 429, 503)}
+router = APIRouter(tags=["reward"], route_class=JsonBodyRoute)
+ERRORS = {code: {"model": ErrorResponse} for code in (401, 408, 413, 422, 429, 503)}
 
 
 @router.post("/reward", response_model=RewardResponse, responses=ERRORS)

@@ -35,3 +35,18 @@ def test_key_file_weights(tmp_path):
     f.write_text("lab-a: k1 weight=0\n")
     with pytest.raises(ValueError, match="positive"):
         load_key_weights(f)
+
+
+@pytest.mark.parametrize("content", ['{"lab-a": null}', '{"lab-a": ""}', '{"lab-a": "  "}', '{"lab-a": 5}',
+                                     '{"lab-a": {"key": null, "weight": 2}}', '{"lab-a": {"weight": 2}}'])
+def test_a_key_file_entry_without_a_key_stops_start_up(tmp_path, fake_app, content):
+    """Before: `{"lab-a": null}` made `Bearer None` a valid key."""
+    keys = tmp_path / "keys.json"
+    keys.write_text(content)
+    with pytest.raises(ValueError, match="lab-a"):
+        fake_app(api_keys_file=keys)
+
+
+def test_an_empty_api_key_stops_start_up(fake_app):
+    with pytest.raises(ValueError, match="key1"):
+        fake_app(api_keys='[""]')
