@@ -23,6 +23,9 @@ from clients.http import PooledAsyncClient, auth_headers
 
 DEFAULT_URL = "http://127.0.0.1:8000"
 RETRY_STATUSES = {429, 502, 503, 504}
+# Sent with every retry (2, 3, ...): the service counts them (medix_client_retries_total), so that the retry layers
+# of client, balancer and service are seen end to end.
+ATTEMPT_HEADER = "X-Medix-Attempt"
 
 
 class ClientSettings(BaseSettings):
@@ -101,6 +104,10 @@ def _error(resp: httpx.Response) -> MedixError:
     return cls(resp.status_code, type_, message, param, float(ra) if ra and ra.isdigit() else None)
 
 
+def _attempt(attempt: int) -> dict[str, str]:
+    return {ATTEMPT_HEADER: str(attempt + 1)} if attempt else {}
+
+
 class _Base:
     def __init__(self, base_url: str | None, api_key: str | None, timeout: float, retries: int, backoff: float,
                  max_items: int) -> None:
@@ -146,7 +153,7 @@ class MedixClient(_Base):
     def _post(self, path: str, body: dict[str, Any]) -> dict[str, Any]:
         for attempt in itertools.count():
             try:
-                outcome = self._settle(self._http.post(path, json=body), attempt)
+                outcome = self._settle(self._http.post(path, json=body, headers=_attempt(attempt)), attempt)
             except httpx.TransportError as exc:
                 outcome = self._settle(exc, attempt)
             if not isinstance(outcome, RetryAfter):
@@ -195,7 +202,7 @@ class AsyncMedixClient(_Base):
     async def _post(self, path: str, body: dict[str, Any]) -> dict[str, Any]:
         for attempt in itertools.count():
             try:
-                outcome = self._settle(await self._http.post(path, json=body), attempt)
+                outcome = self._settle(await self._http.post(path, json=body, headers=_attempt(attempt)), attempt)
             except httpx.TransportError as exc:
                 outcome = self._settle(exc, attempt)
             if not isinstance(outcome, RetryAfter):

@@ -109,8 +109,10 @@ class Admission:
         return check_request(body, list_param, self._settings)
 
     @asynccontextmanager
-    async def admit(self, request: Request, body: BaseModel, list_param: str) -> AsyncIterator[str]:
-        """Hold the request's items against its tenant while the block runs; yields the tenant."""
+    async def admit(self, request: Request, body: BaseModel, list_param: str,
+                    calls_per_item: int = 1) -> AsyncIterator[str]:
+        """Hold the request's items against its tenant while the block runs; yields the tenant. The rate limit is
+        charged `calls_per_item` tokens an item: the judge calls each item costs at least (a /judge round each)."""
         start = time.perf_counter()
         request.state.items = n_items = check_request(body, list_param, self._settings)
         tenant = getattr(request.state, "key_name", None) or ANONYMOUS
@@ -118,7 +120,7 @@ class Admission:
         if held and held + n_items > limit:  # a lone request bigger than the limit still gets through
             raise Overloaded(f"this key has {held} items in flight; {n_items} more would pass the limit of "
                              f"{limit}; retry later", param=list_param)
-        await self._charge(tenant, n_items, list_param)
+        await self._charge(tenant, n_items * calls_per_item, list_param)
         self._items[tenant] = held + n_items
         self._metrics.phase_duration.labels("admission").observe(time.perf_counter() - start)
         try:
@@ -126,18 +128,19 @@ class Admission:
         finally:
             _release(self._items, tenant, n_items)
 
-    async def _charge(self, tenant: str, n_items: int, list_param: str) -> None:
+    async def _charge(self, tenant: str, cost: int, list_param: str) -> None:
         limiter = self.limiter
         if not limiter.enabled:
             return
-        if n_items > limiter.burst:  # could never be admitted: say so instead of answering 429 forever
-            raise InvalidRequest(f"{n_items} items is more than this key's burst of {limiter.burst} items "
-                                 f"(rate limit {limiter.rate:g} items/s); split the batch", param=list_param)
-        wait = await limiter.wait_s(tenant, n_items)
+        if cost > limiter.burst:  # could never be admitted: say so instead of answering 429 forever
+            raise InvalidRequest(f"this request costs {cost} tokens (an item each, a /judge round each), more than "
+                                 f"this key's burst of {limiter.burst} (rate limit {limiter.rate:g} items/s); split "
+                                 "the batch", param=list_param)
+        wait = await limiter.wait_s(tenant, cost)
         if wait > 0:
             self._metrics.rate_limited.inc()
-            raise Overloaded(f"rate limit of {limiter.rate:g} items/s for this key; {n_items} items need "
-                             f"{wait:.1f} s more", param=list_param, retry_after_s=max(1, math.ceil(wait)))
+            raise Overloaded(f"rate limit of {limiter.rate:g} items/s for this key; this request's {cost} tokens "
+                             f"need {wait:.1f} s more", param=list_param, retry_after_s=max(1, math.ceil(wait)))
 
 
 def _release(held: dict[str, int], tenant: str, n: int) -> None:

@@ -78,6 +78,8 @@ class RequestGuard:
         route = path if path in KNOWN_ROUTES else "other"
         offered = _header(scope, b"x-request-id")
         request_id = offered if offered and _REQUEST_ID.match(offered) else uuid.uuid4().hex
+        if (_header(scope, b"x-medix-attempt") or "1") not in ("1", ""):  # the client's retries, counted here
+            self.metrics.client_retries.labels(route).inc()
         scope.setdefault("state", {})["request_id"] = request_id
         phases.request_id.set(request_id)
         status = 500

@@ -71,6 +71,8 @@ class Metrics:
         self.request_duration = Histogram("medix_request_duration_seconds", "Request latency by route.",
                                           ["route"], buckets=LATENCY_BUCKETS, registry=r)
         self.items = Counter("medix_items", "Items scored or judged, by route.", ["route"], registry=r)
+        self.client_retries = Counter("medix_client_retries", "Requests that a client says are a retry (its "
+                                      "X-Medix-Attempt header above 1), by route.", ["route"], registry=r)
         self.inflight = Gauge("medix_inflight_requests", "Scoring requests being served now.", registry=r)
         self.backend_requests = Counter("medix_backend_requests", "Backend calls by backend and result.",
                                         ["backend", "result"], registry=r)

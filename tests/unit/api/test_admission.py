@@ -54,3 +54,19 @@ async def test_a_request_bigger_than_the_burst_is_refused_by_name_not_waved_thro
     assert e.value.param == "items" and "burst of 10" in e.value.message
     async with admission.admit(_request(), _body(10), "items"):  # the refused request cost nothing
         pass
+
+
+async def test_a_judge_request_is_charged_a_token_a_round():
+    # Before: /judge was charged per item, whatever its rounds cost the judge.
+    from service.evaluation.wire import JudgeRequest
+
+    admission = Admission(Settings(), Metrics(), RateLimiter(rate=0.001, burst=30))
+    body = JudgeRequest.model_validate({"items": [{"id": str(i), "task": "t", "reference": "r", "prediction": "p"}
+                                                  for i in range(5)], "rounds": 3})
+    async with admission.admit(_request(), body, "items", calls_per_item=body.rounds):
+        pass
+    with pytest.raises(Overloaded):  # 15 of the 30 tokens are left: another 3-round request of 6 items is over
+        async with admission.admit(_request(), JudgeRequest.model_validate(
+                {**body.model_dump(), "items": body.model_dump()["items"] + [body.model_dump()["items"][0]]}),
+                "items", calls_per_item=3):
+            pass
