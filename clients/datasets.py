@@ -6,6 +6,7 @@ from __future__ import annotations
 import json
 import os
 import random
+import re
 from collections.abc import Iterable, Iterator
 from pathlib import Path
 from typing import IO, Any
@@ -156,3 +157,85 @@ def grpo_batch(rows: list[dict[str, Any]], questions: int, samples: int, seed: i
                 "ground_truth": row_ground_truth(row),
             })
     return items
+
+
+# -- the synthetic labelled file of `medix-judge agree` (clients/data/synthetic_agreement.jsonl) ---------------------
+SYNTHETIC_AGREEMENT = DATA_DIR / "synthetic_agreement.jsonl"
+AGREEMENT_KINDS = {"exact": 1, "paraphrase": 1, "wrong": 0, "hedged": 0}  # binary: kind -> the rule's label
+REPORT_KINDS = {"same": 5, "first_sentence": 3, "added": 3, "other": 0}  # report: kind -> the rule's 0-5 score
+# How often one synthetic annotator departs from the rule on each kind: the ambiguous kinds most.
+ANNOTATOR_NOISE = {"exact": 0.02, "paraphrase": 0.12, "wrong": 0.05, "hedged": 0.35,
+                   "same": 0.2, "first_sentence": 0.4, "added": 0.4, "other": 0.1}
+
+
+def _sentences(text: str) -> list[str]:
+    return [s for s in re.split(r"(?<=[.!?])\s+", text.strip()) if s]
+
+
+def _plain(answer: str) -> bool:
+    """An answer the reward's rules judge on its content: 2 characters or more, no `:` or `?`."""
+    return len(answer) >= 2 and ":" not in answer and "?" not in answer
+
+
+def _binary_prediction(kind: str, ref: str, wrong: str, rng: random.Random) -> str:
+    if kind == "exact":
+        return ref
+    if kind == "paraphrase":
+        return rng.choice([f"It is {ref}", f"The answer is {ref}", f"{ref}, most likely", f"I would go with {ref}"])
+    if kind == "wrong":
+        return wrong
+    return rng.choice([f"Either {ref} or {wrong}", f"{wrong} or possibly {ref}"])
+
+
+def _annotators(rule: int, kind: str, top: int, rng: random.Random, n: int = 3) -> list[int]:
+    """n synthetic annotators: each gives the rule's label, or with ANNOTATOR_NOISE[kind] departs from it (binary:
+    the other label; report: one point up or down, within 0-top)."""
+    out = []
+    for _ in range(n):
+        label = rule
+        if rng.random() < ANNOTATOR_NOISE[kind]:
+            label = 1 - rule if top == 1 else min(top, max(0, rule + rng.choice([-1, 1])))
+        out.append(label)
+    return out
+
+
+def synthetic_agreement(per_task: int = 24, reports: int = 12, seed: int = 27) -> list[dict[str, Any]]:
+    """The synthetic labelled file: questions of the bundled sets with made-up predictions of known kinds and three
+    made-up annotators' labels (no person labelled anything). Binary tasks (MedQA, PubMedQA, SLAKE): the kinds of
+    AGREEMENT_KINDS in turn, labelled by the rule there (the reference verbatim or reworded: 1; another answer or
+    a hedge between two: 0); a report task (PubMedQA-conclusion): a study's conclusion verbatim (5), its first
+    sentence only (3), with another study's first sentence added (3), or another study's conclusion (0). Each
+    annotator departs from the rule as ANNOTATOR_NOISE says. Deterministic for a seed."""
+    rng = random.Random(seed)
+    out: list[dict[str, Any]] = []
+    sets = [("MedQA-USMLE-4-options", MEDQA), ("PubMedQA", PUBMEDQA), ("SLAKE", SLAKE)]
+    for task, path in sets:
+        rows = [r for r in read_jsonl(path) if _plain(str(r["answer"]))]
+        answers = sorted({str(r["answer"]) for r in rows})
+        for i, row in enumerate(rng.sample(rows, per_task)):
+            kind = list(AGREEMENT_KINDS)[i % len(AGREEMENT_KINDS)]
+            ref = str(row["answer"])
+            options = row.get("options")
+            choices = [str(v) for v in (options.values() if isinstance(options, dict) else options or answers)]
+            wrong = rng.choice([a for a in choices if a.lower() != ref.lower() and _plain(a)])
+            line = {"id": f"{row['id']}-{kind}", "task": task, "rubric": "binary",
+                    "question": str(row["question"])[:800], "reference": ref,
+                    "prediction": _binary_prediction(kind, ref, wrong, rng)}
+            if row.get("modality"):
+                line["modality"] = row["modality"]
+            rule = AGREEMENT_KINDS[kind]
+            out.append({**line, "human": _annotators(rule, kind, 1, rng), "kind": kind, "rule_label": rule})
+    studies = [r for r in read_jsonl(PUBMEDQA) if len(_sentences(r["long_answer"])) >= 2]
+    chosen = rng.sample(studies, reports * 2)
+    for i, (row, other) in enumerate(zip(chosen[:reports], chosen[reports:], strict=True)):
+        kind = list(REPORT_KINDS)[i % len(REPORT_KINDS)]
+        ref = row["long_answer"].strip()
+        prediction = {"same": ref, "first_sentence": _sentences(ref)[0],
+                      "added": f"{ref} {_sentences(other['long_answer'])[0]}",
+                      "other": other["long_answer"].strip()}[kind]
+        rule = REPORT_KINDS[kind]
+        out.append({"id": f"{row['id']}-conclusion-{kind}", "task": "PubMedQA-conclusion", "rubric": "report",
+                    "question": f"{row['question']} Summarise the study's conclusion.", "reference": ref,
+                    "prediction": prediction, "human": _annotators(rule, kind, 5, rng), "kind": kind,
+                    "rule_label": rule})
+    return out

@@ -3,11 +3,13 @@
     medix-judge generate --dataset data.jsonl --model-url http://host:8000/v1 --model NAME --output preds.jsonl
     medix-judge run --input preds.jsonl --output results.jsonl --min-score 0.5 --markdown summary.md
     medix-judge compare --baseline baseline/results.jsonl --candidate results.jsonl --max-drop 0.02
+    medix-judge agree --input labelled.jsonl --output results.jsonl --min-kappa 0.4 --markdown agree.md
+    medix-judge calibrate --input labelled.jsonl --plot reliability.png --markdown calibration.md
 
 generate and run are resumable: ids already in --output are skipped, and results are appended, flushed and
 synced (os.fsync) as they come; a last line cut off by a crash is repaired before anything is appended. Every
 score carries a 95% interval; compare pairs two runs by id and gates on a paired interval (the statistics are in
-clients/evaluation.py).
+clients/evaluation.py). agree and calibrate audit the judge itself against people's labels (clients/audit.py).
 """
 
 from __future__ import annotations
@@ -19,6 +21,7 @@ import math
 import sys
 import time
 from collections.abc import Callable
+from enum import StrEnum
 from pathlib import Path
 from typing import Annotated, Any, Literal, TypeVar
 
@@ -40,6 +43,7 @@ EXIT_REGRESSION = 1  # compare: the candidate is worse by more than --max-drop w
 EXIT_UNPAIRED = 2  # compare: no id is scored in both runs
 
 Row = TypeVar("Row")
+Line = TypeVar("Line", bound=BaseModel)
 
 
 def warn(msg: str) -> None:
@@ -62,14 +66,16 @@ class PredictionLine(BaseModel):
         return str(v) if isinstance(v, int) else v
 
 
-def read_predictions(path: Path, warn: Callable[[str], None]) -> tuple[list[PredictionLine], int]:
-    """Valid lines in order, and how many lines were invalid (each reported with its number)."""
-    valid: list[PredictionLine] = []
+def read_predictions(path: Path, warn: Callable[[str], None],
+                     model: type[Line] = PredictionLine) -> tuple[list[Line], int]:  # type: ignore[assignment]
+    """Valid lines in order (each read as `model`: `run`'s lines, or another model with an `id`, e.g. `agree`'s
+    and `calibrate`'s), and how many lines were invalid (each reported with its number)."""
+    valid: list[Line] = []
     seen: set[str] = set()
     invalid = 0
     for n, line in numbered_lines(path):
         try:
-            row = PredictionLine.model_validate_json(line)
+            row = model.model_validate_json(line)
         except ValidationError as exc:
             first = exc.errors()[0]
             where = ".".join(str(p) for p in first["loc"]) or "line"
@@ -78,11 +84,12 @@ def read_predictions(path: Path, warn: Callable[[str], None]) -> tuple[list[Pred
             warn(f"{path}:{n}: invalid line, skipped: {where}: {first['msg']}{torn}")
             invalid += 1
             continue
-        if row.id in seen:
-            warn(f"{path}:{n}: duplicate id {row.id!r}, skipped")
+        rid = row.id  # type: ignore[attr-defined]
+        if rid in seen:
+            warn(f"{path}:{n}: duplicate id {rid!r}, skipped")
             invalid += 1
             continue
-        seen.add(row.id)
+        seen.add(rid)
         valid.append(row)
     return valid, invalid
 
@@ -102,16 +109,19 @@ def read_done(path: Path) -> dict[str, dict[str, Any]]:
     return done
 
 
-def _resume(rows: list[Row], id_of: Callable[[Row], str], output: Path, retry_failed: bool = False) -> list[Row]:
-    """The rows still to do: ids not in `output` yet, and with `retry_failed` those whose result there failed.
-    A last line that a crash cut off is repaired first (`repair_tail`), so nothing is appended to it."""
+def _resume(rows: list[Row], id_of: Callable[[Row], str], output: Path, retry_failed: bool = False,
+            redo: Callable[[dict[str, Any]], bool] | None = None) -> list[Row]:
+    """The rows still to do: ids not in `output` yet, with `retry_failed` those whose result there failed, and
+    those whose result `redo` says to do again. A last line that a crash cut off is repaired first
+    (`repair_tail`), so nothing is appended to it."""
     repaired = repair_tail(output)
     if repaired == "cut":
         warn(f"{output}: its last line was cut off by an interrupted write; removed (its id is done again)")
     elif repaired == "closed":
         warn(f"{output}: its last line had no newline; added")
     done = read_done(output)
-    todo = [r for r in rows if id_of(r) not in done or (retry_failed and done[id_of(r)].get("score") is None)]
+    todo = [r for r in rows if id_of(r) not in done or (retry_failed and done[id_of(r)].get("score") is None)
+            or (redo is not None and redo(done[id_of(r)]))]
     skipped = len(rows) - len(todo)
     if skipped:
         warn(f"resuming: {skipped} ids already in {output}")
@@ -226,13 +236,15 @@ def run(
 
 
 def _judge_all(todo: list[PredictionLine], *, url: str | None, api_key: str | None, batch_size: int,
-               concurrency: int, rounds: int, output: Path) -> None:
-    """Judge `todo` in batches of `batch_size`, appending the results to `output`, with a progress bar."""
+               concurrency: int, rounds: int, output: Path,
+               client_factory: Callable[..., AsyncMedixClient] = AsyncMedixClient) -> None:
+    """Judge `todo` in batches of `batch_size`, appending the results to `output`, with a progress bar.
+    `client_factory(url, api_key, max_items=...)` makes the client (`agree --probe`: one that asks probes)."""
     batches = [todo[i:i + batch_size] for i in range(0, len(todo), batch_size)]
     progress = Progress(len(todo), "judging")
 
     async def go() -> None:
-        async with AsyncMedixClient(url, api_key, max_items=batch_size) as client:
+        async with client_factory(url, api_key, max_items=batch_size) as client:
             await _judge_batches(client, batches, rounds, concurrency, output, progress, warn)
 
     try:
@@ -570,6 +582,82 @@ async def _prediction(http: httpx.AsyncClient, body: dict[str, Any]) -> str:
     resp = await http.post("/chat/completions", json=body)
     resp.raise_for_status()
     return resp.json()["choices"][0]["message"]["content"] or ""
+
+
+# -- auditing the judge (the logic is in clients/audit.py, imported when a command runs) ---------------------------
+class ProbeKind(StrEnum):
+    """The bias probes /judge can ask (its request field `probe`)."""
+
+    swap = "swap"
+
+
+@app.command()
+def agree(
+    input: Annotated[Path, typer.Option("--input", exists=True, dir_okay=False, help=(
+        "`run`'s input with a `human` field per line: a label (binary 0/1, report 0-5), a list of labels (one per "
+        "annotator, the same position the same person on every line) or an object annotator -> label."))],
+    output: Annotated[Path, typer.Option(help="Results JSONL (as `run` writes); appended to, and ids in it are "
+                                              "skipped: a `run` results file is read as it is.")],
+    url: Annotated[str | None, typer.Option(help="Service URL (default MEDIX_URL or http://127.0.0.1:8000).")] = None,
+    api_key: Annotated[str | None, typer.Option(help="API key (default MEDIX_API_KEY).")] = None,
+    batch_size: Annotated[int, typer.Option(min=1, help="Items per /judge request.")] = 32,
+    concurrency: Annotated[int, typer.Option(min=1, help="Requests in flight.")] = 4,
+    rounds: Annotated[int, typer.Option(min=1, max=7, help="Judge rounds per item.")] = 3,
+    min_kappa: Annotated[float | None, typer.Option(help=(
+        "Gate: exit 1 when the lower end of the overall kappa interval (binary items; the weighted kappa's for "
+        "report items) is under this."))] = None,
+    summary: Annotated[Path | None, typer.Option(help="Write the agreement JSON here.")] = None,
+    markdown: Annotated[Path | None, typer.Option(help="Write the agreement report as Markdown here.")] = None,
+    probe: Annotated[ProbeKind | None, typer.Option(help=(
+        "Bias probe: ask each item again with prediction and reference swapped in the judge's prompt and report "
+        "how often the verdict flips (ids judged earlier without it are asked again)."))] = None,
+    retry_failed: Annotated[bool, typer.Option(help="Judge again ids whose earlier result failed.")] = False,
+    show_items: Annotated[int, typer.Option(min=0, help="Items listed where judge and people disagree most.")] = 10,
+    seed: Annotated[int, typer.Option(help="Seed of the resampling; same seed, same numbers.")] = SEED,
+    resamples: Annotated[int, typer.Option(min=100, help="Bootstrap resamples of each interval.")] = 1000,
+    confidence: Annotated[float, typer.Option(min=0.5, max=0.999, help="Level of the intervals.")] = CONFIDENCE,
+) -> None:
+    """Judge items that people labelled (or read their results) and report how well the judge agrees with them:
+    per task and overall, Cohen's kappa (binary) or the quadratic-weighted kappa and Spearman's rho (report),
+    each with a bootstrap interval, raw agreement, the confusion matrix, inter-annotator agreement beside the
+    judge's, the items of largest disagreement and, with --probe, the verdicts' flip rate. Resumes like `run`.
+
+    Exit codes: 0 passed (or no --min-kappa); 1 the lower end of the overall kappa interval is under
+    --min-kappa; 2 incomplete (invalid lines or labels, items unjudged or failed: rerun to complete).
+    """
+    from clients.audit import agree_command
+
+    agree_command(input=input, output=output, url=url, api_key=api_key, batch_size=batch_size,
+                  concurrency=concurrency, rounds=rounds, min_kappa=min_kappa, summary=summary, markdown=markdown,
+                  probe=probe.value if probe else None, retry_failed=retry_failed, show_items=show_items,
+                  seed=seed, resamples=resamples, confidence=confidence)
+
+
+@app.command()
+def calibrate(
+    input: Annotated[Path, typer.Option("--input", exists=True, dir_okay=False, help=(
+        "Labelled pairs JSONL: id, answer (or prediction), reference, optional modality and question, and label "
+        "(1 correct, 0 not; or `human`, several annotators' labels, their majority)."))],
+    url: Annotated[str | None, typer.Option(help="Service URL (default MEDIX_URL or http://127.0.0.1:8000).")] = None,
+    api_key: Annotated[str | None, typer.Option(help="API key (default MEDIX_API_KEY).")] = None,
+    profiles: Annotated[str, typer.Option(help="Reward profiles to compare, comma-separated.")] = (
+        "medix-r1,medix-r1-soft,medix-r1-strict"),
+    bins: Annotated[int, typer.Option(min=2, max=50, help="Uniform bins of p(YES) for the ECE and the diagram.")] = 10,
+    batch_size: Annotated[int, typer.Option(min=1, help="Items per /reward request.")] = 64,
+    output: Annotated[Path | None, typer.Option(help="Write each pair's p(YES) and reward per profile (JSONL).")
+    ] = None,
+    summary: Annotated[Path | None, typer.Option(help="Write the calibration JSON here.")] = None,
+    markdown: Annotated[Path | None, typer.Option(help="Write the calibration table as Markdown here.")] = None,
+    plot: Annotated[Path | None, typer.Option(help="Write the reliability diagram here (PNG; needs matplotlib).")
+    ] = None,
+) -> None:
+    """Score labelled (answer, reference) pairs with /reward under each profile and report how well p(YES) is
+    calibrated (Brier score, expected calibration error, reliability diagram) and which profile and p(YES)
+    threshold agree best with the labels. Exit 2 when lines were invalid or pairs failed."""
+    from clients.audit import calibrate_command
+
+    calibrate_command(input=input, url=url, api_key=api_key, profiles=profiles, bins=bins, batch_size=batch_size,
+                      output=output, summary=summary, markdown=markdown, plot=plot)
 
 
 if __name__ == "__main__":

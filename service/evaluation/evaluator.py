@@ -1,18 +1,22 @@
-"""Evaluating a /judge batch: strip reasoning -> dedup -> cache-then-compute (rounds concurrently) -> summary."""
+"""Evaluating a /judge batch: strip reasoning -> dedup -> cache-then-compute (rounds concurrently) -> summary.
+
+With a request's `probe`, each judged item is then asked again with its prompt changed (`swap`: prediction and
+reference exchanged) through the same cache and the same fair judge slots; the probe's verdict is reported on the
+item with whether it flipped, and never becomes its score."""
 
 from __future__ import annotations
 
 import json
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 from clients.evaluation import summarise
 from service.backends.base import JudgeBackend, RetryPolicy, call_backend
 from service.backends.breaker import CircuitBreaker
 from service.evaluation import prompts, rubric
-from service.evaluation.prompts import Rubric
-from service.evaluation.wire import JudgeItem, JudgeRequest, JudgeResponse, JudgeResult, JudgeSummary
+from service.evaluation.prompts import Probe, Rubric
+from service.evaluation.wire import JudgeItem, JudgeRequest, JudgeResponse, JudgeResult, JudgeSummary, ProbeResult
 from service.runtime.cache import Cache
-from service.runtime.exceptions import InputRejected
+from service.runtime.exceptions import BackendUnavailable, InputRejected
 from service.runtime.memo import Memo
 from service.runtime.metrics import Metrics
 from service.runtime.scheduling import ANONYMOUS, FairSlots
@@ -51,6 +55,17 @@ class Judged:
         return cls(list(d["votes"]), list(d["replies"]))
 
 
+# A report probe "flips" when its mean moves by this much on the 0-5 scale (one scale step).
+REPORT_FLIP_POINTS = 1.0
+
+
+def flipped(rubric_: Rubric, main: tuple[float, float], probe: tuple[float, float]) -> bool:
+    """Binary: the two verdicts differ. Report: the two means (0-5) differ by REPORT_FLIP_POINTS or more."""
+    if rubric_ == "binary":
+        return main[0] != probe[0]
+    return abs(main[1] - probe[1]) >= REPORT_FLIP_POINTS - 1e-9
+
+
 class Evaluator:
     def __init__(self, *, judge: JudgeBackend, cache: Cache, metrics: Metrics, policy: RetryPolicy,
                  judge_slots: FairSlots, retry_after_s: int, task_rubrics: dict[str, Rubric],
@@ -75,6 +90,12 @@ class Evaluator:
         m = self._max_chars
         return Case(chosen, item.question[:m], item.reference[:m], rubric.strip_reasoning(item.prediction)[:m])
 
+    @staticmethod
+    def probe_case(case: Case, probe: Probe) -> Case:
+        """What the probe judges: the case with the probe's texts in place (its key is that case's key)."""
+        reference, prediction = prompts.probe_texts(probe, case.reference, case.prediction)
+        return replace(case, reference=reference, prediction=prediction)
+
     def key(self, case: Case, rounds: int) -> str:
         return self.cache.key("eval", self.judge.model_id, prompts.fingerprint(case.rubric), case.rubric, str(rounds),
                               case.question, case.reference, case.prediction)
@@ -88,6 +109,9 @@ class Evaluator:
         done = await self._memo.resolve(self.cache, distinct, lambda c: self._judge_case(c, request.rounds, tenant),
                                         model_id=self.judge.model_id, tenant=tenant)
 
+        judged = [i for i, k in enumerate(keys) if isinstance(done.values[k], Judged)]
+        probes = await self._probes(request, cases, judged, tenant) if request.probe else {}
+
         results = []
         for i, (item, case, key) in enumerate(zip(request.items, cases, keys, strict=True)):
             out = done.values[key]
@@ -100,10 +124,41 @@ class Evaluator:
             results.append(JudgeResult(
                 id=item.id, task=item.task, rubric=case.rubric, score=score,
                 raw_score=raw if case.rubric == "report" else None, votes=out.votes,
-                replies=out.replies if request.explain else None, cached=key in done.hits))
+                replies=out.replies if request.explain else None, cached=key in done.hits,
+                probe=self._probe_result(request, case, (score, raw), probes[i], i) if i in probes else None))
         summary = summarise((r.model_dump() for r in results), intervals=False)  # TaskSummary has no CI fields
         return JudgeResponse(results=results, summary=JudgeSummary.model_validate(summary),
                              judge_model=self.judge.model_id, prompt_version=prompts.PROMPT_VERSION)
+
+    async def _probes(self, request: JudgeRequest, cases: list[Case], judged: list[int],
+                      tenant: str) -> dict[int, tuple[Judged | ItemFailed, bool]]:
+        """The probe of each judged item (index -> its outcome and whether it came from this tenant's cache),
+        asked after every main verdict is in, through the same memo, cache and fair slots. A judge outage during
+        the probes fails the probes only (reported on each item): the verdicts already judged stand."""
+        assert request.probe is not None
+        probe_cases = {i: self.probe_case(cases[i], request.probe) for i in judged}
+        probe_keys = {i: self.key(c, request.rounds) for i, c in probe_cases.items()}
+        try:
+            done = await self._memo.resolve(self.cache, {probe_keys[i]: probe_cases[i] for i in probe_cases},
+                                            lambda c: self._judge_case(c, request.rounds, tenant),
+                                            model_id=self.judge.model_id, tenant=tenant)
+        except BackendUnavailable as exc:
+            failed = ItemFailed("backend_unavailable", f"probe: {exc.message}")
+            return {i: (failed, False) for i in probe_cases}
+        return {i: (done.values[k], k in done.hits) for i, k in probe_keys.items()}
+
+    @staticmethod
+    def _probe_result(request: JudgeRequest, case: Case, main: tuple[float, float],
+                      probe: tuple[Judged | ItemFailed, bool], index: int) -> ProbeResult:
+        out, cached = probe
+        kind = str(request.probe)
+        if isinstance(out, ItemFailed):
+            return ProbeResult(kind=kind, score=None, votes=[], flipped=None,
+                               error=ErrorDetail(type=out.type, message=out.message, param=f"items[{index}].probe"))
+        score, raw = rubric.aggregate(out.votes, case.rubric)
+        return ProbeResult(kind=kind, score=score, raw_score=raw if case.rubric == "report" else None,
+                           votes=out.votes, replies=out.replies if request.explain else None,
+                           flipped=flipped(case.rubric, main, (score, raw)), cached=cached)
 
     async def _judge_case(self, case: Case, rounds: int, tenant: str) -> Judged | ItemFailed:
         """All rounds of one conversation; a reply that never parses fails this item only."""

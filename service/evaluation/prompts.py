@@ -7,6 +7,10 @@ import json
 from typing import Any, Literal
 
 Rubric = Literal["binary", "report"]
+# Bias probes: the item asked a second time with the prompt changed in a way that should not change the verdict.
+# `swap`: the prediction in the reference's place and the reference in the prediction's (a symmetric question for
+# `binary`, "do these say the same thing"; for `report` the scale reads omissions and additions the other way).
+Probe = Literal["swap"]
 PROMPT_VERSION = "medix-eval-v1"
 
 SYSTEM = {
@@ -41,6 +45,15 @@ def first_messages(rubric: Rubric, question: str, reference: str, prediction: st
     return [{"role": "system", "content": SYSTEM[rubric]},
             {"role": "user", "content": USER.format(question=question or "(not given)", reference=reference,
                                                     prediction=prediction or "(empty)")}]
+
+
+def probe_texts(probe: Probe, reference: str, prediction: str) -> tuple[str, str]:
+    """The (reference, prediction) that the probe's prompt shows in place of the item's. The probe's conversation
+    is then the main prompt's on these texts (`first_messages`, `RECHECK`): the same cache key as an item sent with
+    the two texts exchanged, which is the same question, so their verdicts are shared."""
+    if probe == "swap":
+        return prediction, reference
+    raise ValueError(f"unknown probe {probe!r}")
 
 
 def fingerprint(rubric: Rubric) -> str:

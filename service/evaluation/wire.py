@@ -6,6 +6,7 @@ from typing import Literal
 
 from pydantic import BaseModel, ConfigDict, Field
 
+from service.evaluation.prompts import Probe
 from service.runtime.wire import ErrorDetail, Text
 
 
@@ -25,6 +26,24 @@ class JudgeRequest(BaseModel):
     items: list[JudgeItem] = Field(min_length=1)
     rounds: int = Field(3, ge=1, le=7, description="Rounds in one conversation, each re-checking the last.")
     explain: bool = Field(False, description="Return the judge's replies.")
+    probe: Probe | None = Field(
+        None, description="Bias probe (opt-in): `swap` asks each item again, after its verdict, with prediction and "
+                          "reference swapped in the prompt; each judged result then carries `probe`.")
+
+
+class ProbeResult(BaseModel):
+    """The item asked again under a probe. Never a score of the item: `flipped` says whether the verdict moved."""
+
+    kind: str = Field(description="The probe asked, e.g. `swap`.")
+    score: float | None = Field(description="The probe's score on the item's scale; null when the probe failed.")
+    raw_score: float | None = Field(None, description="Report: the probe's mean on the 0-5 scale.",
+                                    exclude_if=lambda v: v is None)
+    votes: list[int]
+    replies: list[str] | None = Field(None, exclude_if=lambda v: v is None)
+    flipped: bool | None = Field(description="Binary: the probe's verdict differs from the item's. Report: the "
+                                             "two means differ by 1 point or more (0-5 scale). Null when it failed.")
+    cached: bool = False
+    error: ErrorDetail | None = Field(None, exclude_if=lambda v: v is None)
 
 
 class JudgeResult(BaseModel):
@@ -39,6 +58,8 @@ class JudgeResult(BaseModel):
     replies: list[str] | None = Field(None, exclude_if=lambda v: v is None)
     cached: bool = False
     error: ErrorDetail | None = Field(None, exclude_if=lambda v: v is None)
+    probe: ProbeResult | None = Field(None, description="With a request's `probe`, on each judged item.",
+                                      exclude_if=lambda v: v is None)
 
 
 class TaskSummary(BaseModel):

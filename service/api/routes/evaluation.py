@@ -19,6 +19,7 @@ ERRORS = {code: {"model": ErrorResponse} for code in (401, 408, 413, 422, 429, 5
 async def judge(body: JudgeRequest, request: Request, evaluator: EvaluatorDep,
                 admission: AdmissionDep) -> JudgeResponse:
     """Reference-based LLM-as-judge: per item score and votes, and a per-task summary."""
-    # Charged a round an item: each round is a judge call (a reply that does not parse costs more, unknown here).
-    async with admission.admit(request, body, "items", calls_per_item=body.rounds) as tenant:
+    # Charged a round an item (twice with a probe): each round is a judge call (a reply that does not parse costs
+    # more, unknown here).
+    async with admission.admit(request, body, "items", calls_per_item=body.rounds * (2 if body.probe else 1)) as tenant:
         return await evaluator.evaluate(body, tenant=tenant)
