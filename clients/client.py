@@ -16,12 +16,17 @@ from dataclasses import dataclass
 from typing import Any
 
 import httpx
-from pydantic import BaseModel, ConfigDict, SecretStr
+from pydantic import BaseModel, ConfigDict, Field, SecretStr
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 from clients.http import PooledAsyncClient, auth_headers
 
 DEFAULT_URL = "http://127.0.0.1:8000"
+# The plain client's defaults: a try may take 10 minutes and 5 retries follow (6 tries), since a CI evaluation or
+# `medix-judge` batch of up to 1,024 items with /judge rounds may legitimately take minutes and nothing waits on it.
+# The trainer adapters use shorter ones (clients/adapters/common.py: TRAINER_TIMEOUT, TRAINER_RETRIES).
+DEFAULT_TIMEOUT = 600.0
+DEFAULT_RETRIES = 5
 RETRY_STATUSES = {429, 502, 503, 504}
 # Sent with every retry (2, 3, ...): the service counts them (medix_client_retries_total), so that the retry layers
 # of client, balancer and service are seen end to end.
@@ -29,11 +34,21 @@ ATTEMPT_HEADER = "X-Medix-Attempt"
 
 
 class ClientSettings(BaseSettings):
-    """Where trainers and CI jobs find the service: MEDIX_URL and MEDIX_API_KEY."""
+    """Where trainers and CI jobs find the service: MEDIX_URL and MEDIX_API_KEY; MEDIX_TIMEOUT (seconds a try) and
+    MEDIX_RETRIES (retries after the first try) replace the caller's defaults when no value is passed in code."""
 
     model_config = SettingsConfigDict(env_prefix="MEDIX_", extra="ignore")
     url: str = DEFAULT_URL
     api_key: SecretStr | None = None
+    timeout: float | None = Field(None, gt=0)
+    retries: int | None = Field(None, ge=0)
+
+    def timeouts(self, timeout: float | None, retries: int | None, default_timeout: float = DEFAULT_TIMEOUT,
+                 default_retries: int = DEFAULT_RETRIES) -> tuple[float, int]:
+        """(seconds a try, retries): the values passed, else MEDIX_TIMEOUT / MEDIX_RETRIES, else the defaults."""
+        t = timeout if timeout is not None else self.timeout if self.timeout is not None else default_timeout
+        r = retries if retries is not None else self.retries if self.retries is not None else default_retries
+        return float(t), int(r)
 
 
 class MedixError(Exception):
@@ -109,14 +124,13 @@ def _attempt(attempt: int) -> dict[str, str]:
 
 
 class _Base:
-    def __init__(self, base_url: str | None, api_key: str | None, timeout: float, retries: int, backoff: float,
-                 max_items: int) -> None:
+    def __init__(self, base_url: str | None, api_key: str | None, timeout: float | None, retries: int | None,
+                 backoff: float, max_items: int) -> None:
         env = ClientSettings()
         self.base_url = (base_url or env.url).rstrip("/")
         key = api_key or (env.api_key.get_secret_value() if env.api_key else None)
         self.headers = auth_headers(key)
-        self.timeout = timeout
-        self.retries = retries
+        self.timeout, self.retries = env.timeouts(timeout, retries)
         self.backoff = backoff
         self.max_items = max_items
 
@@ -136,10 +150,12 @@ class _Base:
 
 
 class MedixClient(_Base):
-    def __init__(self, base_url: str | None = None, api_key: str | None = None, *, timeout: float = 600,
-                 retries: int = 5, backoff: float = 0.5, max_items: int = 1024) -> None:
+    """`timeout` (seconds a try) and `retries` default to MEDIX_TIMEOUT / MEDIX_RETRIES, else 600 and 5."""
+
+    def __init__(self, base_url: str | None = None, api_key: str | None = None, *, timeout: float | None = None,
+                 retries: int | None = None, backoff: float = 0.5, max_items: int = 1024) -> None:
         super().__init__(base_url, api_key, timeout, retries, backoff, max_items)
-        self._http = httpx.Client(base_url=self.base_url, headers=self.headers, timeout=timeout)
+        self._http = httpx.Client(base_url=self.base_url, headers=self.headers, timeout=self.timeout)
 
     def __enter__(self) -> MedixClient:
         return self
@@ -180,15 +196,15 @@ class AsyncMedixClient(_Base):
     """`max_connections` bounds the requests in flight: per-sample callers (verl's reward loop, OpenRLHF) send
     hundreds at once, which httpx's default pool of 100 would queue in the client; they are spread over small
     pools (clients/http.py). `on_response` is awaited with every HTTP reply, retried ones included (e.g. to count
-    429s)."""
+    429s). `timeout` and `retries` default as MedixClient's do."""
 
-    def __init__(self, base_url: str | None = None, api_key: str | None = None, *, timeout: float = 600,
-                 retries: int = 5, backoff: float = 0.5, max_items: int = 1024, max_connections: int = 1024,
+    def __init__(self, base_url: str | None = None, api_key: str | None = None, *, timeout: float | None = None,
+                 retries: int | None = None, backoff: float = 0.5, max_items: int = 1024, max_connections: int = 1024,
                  on_response: Callable[[httpx.Response], Awaitable[None]] | None = None) -> None:
         super().__init__(base_url, api_key, timeout, retries, backoff, max_items)
         hooks = {"response": [on_response]} if on_response is not None else {}
         self._http = PooledAsyncClient(max_connections=max_connections, base_url=self.base_url,
-                                       headers=self.headers, timeout=timeout, event_hooks=hooks)
+                                       headers=self.headers, timeout=self.timeout, event_hooks=hooks)
 
     async def __aenter__(self) -> AsyncMedixClient:
         return self

@@ -11,6 +11,9 @@ from typing import Any
 # The five score keys of every /reward result, in this order; the last four are the components.
 SCORE_KEYS = ("overall", "format", "accuracy_llm", "accuracy_embed", "modality")
 COMPONENTS = SCORE_KEYS[1:]
+# With an adapter's `on_refused="skip"` (and /get_reward's `?on_refused=skip`), every sample also carries this key:
+# 1.0 for an item the service refused (scored with the chosen neutral reward), else 0.0; its mean is the share refused.
+REFUSED_KEY = "medix_refused"
 
 
 def ground_truth(answer: Any, modality: Any = None) -> str | dict[str, Any]:
@@ -36,6 +39,15 @@ def numeric_scores(result: Any, overall_key: str = "overall") -> dict[str, float
                          "(the adapters' checked())")
     return {overall_key: float(result.overall),
             **{name: float(v) if (v := getattr(result, name)) is not None else 0.0 for name in COMPONENTS}}
+
+
+def refused_scores(result: Any, reward: float, overall_key: str = "overall") -> dict[str, float]:
+    """The numeric dict of an item the service refused, for a caller that opted to go on (`on_refused="skip"`):
+    `reward` (the neutral reward the caller chose) under `overall_key`, the components it has (a null as 0), and
+    REFUSED_KEY 1.0. `numeric_scores(...) | {REFUSED_KEY: 0.0}` is the scored items' counterpart."""
+    return {overall_key: float(reward),
+            **{name: float(v) if (v := getattr(result, name, None)) is not None else 0.0 for name in COMPONENTS},
+            REFUSED_KEY: 1.0}
 
 
 # -- OpenRLHF's queries: where the response starts (the reward file and the service's /get_reward) -----------

@@ -224,6 +224,10 @@ class Settings(BaseSettings):
         None, description="A file of `name: key` lines (or a JSON object name -> key); names label logs and limits."
     )
     metrics_key: SecretStr | None = Field(None, description="When set, /metrics needs this bearer key.")
+    rm_tenant: str | None = Field(
+        None, min_length=1, max_length=128, description="With API keys set, /rm requests that send no "
+        "`Authorization` header (slime's `remote_rm` sends none) are served as this tenant (a key's name shares "
+        "its limits); unset: they are refused 401 like any other path. Anyone who reaches /rm then scores as it.")
     rate_limit_items_per_s: float | None = Field(
         None, gt=0, description="Per-key rate limit in items per second (token bucket, shared through Redis)."
     )
@@ -283,7 +287,7 @@ GROUPS: tuple[tuple[str, tuple[str, ...]], ...] = (
                "cache_max_bytes")),
     ("Limits", ("max_items_per_request", "max_body_bytes", "max_parsing_bytes", "body_read_timeout_s",
                 "max_inflight_requests", "max_inflight_items", "max_text_chars", "retry_after_s")),
-    ("Protection", ("api_keys", "api_keys_file", "metrics_key", "rate_limit_items_per_s", "rate_limit_burst",
-                    "breaker_failures", "breaker_open_s")),
+    ("Protection", ("api_keys", "api_keys_file", "metrics_key", "rm_tenant", "rate_limit_items_per_s",
+                    "rate_limit_burst", "breaker_failures", "breaker_open_s")),
     ("Models on disk", ("model_dir",)),
 )

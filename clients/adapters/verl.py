@@ -12,8 +12,12 @@
 - `compute_score_batch` is the batch form (`BatchRewardManager`): one request for the whole batch.
 
 Keyword arguments (verl's `reward_kwargs`): `url`, `api_key` (default MEDIX_URL / MEDIX_API_KEY), `profile`,
-`timeout`, `retries`. Every sample's dict carries the same keys, all numbers: `score` and the four components.
-An outage or an item the service could not score raises (`MedixUnavailable`, `ItemFailed`): never a 0.
+`timeout`, `retries` (default 180 s a try and 3 retries, or MEDIX_TIMEOUT / MEDIX_RETRIES), `on_refused`,
+`refused_reward`. Every sample's dict carries the same keys, all numbers: `score` and the four components (the
+names `algorithm.gdpo_reward_keys` can list), and `medix_refused` with `on_refused=skip`.
+An outage raises `MedixUnavailable`: never a 0. An item the service could not score raises `ItemFailed`, or, with
+`on_refused=skip` (verl has no "no reward" for a sample), scores `refused_reward` (default 0.0) with
+`medix_refused` 1.0, and the count is logged.
 This module keeps no state of its own (verl's `remote` manager pickles the function into Ray workers); the
 pooled clients live in clients.adapters.common.
 """
@@ -23,9 +27,8 @@ from __future__ import annotations
 from collections.abc import Iterable
 from typing import Any
 
-from clients.adapters.common import checked, client_options, shared_async_client, shared_client
+from clients.adapters.common import client_options, refused_options, scores, shared_async_client, shared_client
 from clients.contract import ground_truth as to_ground_truth
-from clients.contract import numeric_scores
 
 
 def _item(i: int, solution: str, gt: Any, extra: Any) -> dict[str, Any]:
@@ -38,17 +41,19 @@ def _item(i: int, solution: str, gt: Any, extra: Any) -> dict[str, Any]:
 async def compute_score(data_source: str | None = None, solution_str: str = "", ground_truth: Any = None,
                         extra_info: dict[str, Any] | None = None, **kwargs: Any) -> dict[str, float]:
     """verl's per-sample form, awaited by the reward-loop managers (`naive`, the default)."""
+    refused = refused_options(kwargs)
     client = shared_async_client(**client_options(kwargs))
-    (r,) = checked(await client.reward([_item(0, solution_str, ground_truth, extra_info)], kwargs.get("profile")))
-    return numeric_scores(r, "score")
+    results = await client.reward([_item(0, solution_str, ground_truth, extra_info)], kwargs.get("profile"))
+    return _scores(results, refused)[0]
 
 
 def compute_score_sync(data_source: str | None = None, solution_str: str = "", ground_truth: Any = None,
                        extra_info: dict[str, Any] | None = None, **kwargs: Any) -> dict[str, float]:
     """verl's per-sample form for the `remote` manager (which asserts a plain `def`) and older verl."""
+    refused = refused_options(kwargs)
     client = shared_client(**client_options(kwargs))
-    (r,) = checked(client.reward([_item(0, solution_str, ground_truth, extra_info)], kwargs.get("profile")))
-    return numeric_scores(r, "score")
+    return _scores(client.reward([_item(0, solution_str, ground_truth, extra_info)], kwargs.get("profile")),
+                   refused)[0]
 
 
 def compute_score_batch(data_sources: Iterable[Any] | None = None, solution_strs: Iterable[str] = (),
@@ -61,6 +66,13 @@ def compute_score_batch(data_sources: Iterable[Any] | None = None, solution_strs
     extras = [None] * len(solutions) if extra_infos is None else list(extra_infos)
     if not len(truths) == len(extras) == len(solutions):
         raise ValueError(f"{len(solutions)} solutions, {len(truths)} ground truths, {len(extras)} extra infos")
+    refused = refused_options(kwargs)
+    if not solutions:
+        return []
     items = [_item(i, s, g, e) for i, (s, g, e) in enumerate(zip(solutions, truths, extras, strict=True))]
-    results = checked(shared_client(**client_options(kwargs)).reward(items, kwargs.get("profile")))
-    return [numeric_scores(r, "score") for r in results]
+    return _scores(shared_client(**client_options(kwargs)).reward(items, kwargs.get("profile")), refused)
+
+
+def _scores(results: list[Any], refused: tuple[Any, float]) -> list[dict[str, float]]:
+    on_refused, reward = refused
+    return scores("verl", results, on_refused=on_refused, refused_reward=reward, overall_key="score")

@@ -20,7 +20,7 @@ from service.runtime.exceptions import Overloaded
 from service.runtime.metrics import Metrics
 from service.runtime.scheduling import ANONYMOUS
 
-SCORING_ROUTES = frozenset({"/reward", "/get_reward", "/judge"})
+SCORING_ROUTES = frozenset({"/reward", "/get_reward", "/judge", "/rm"})
 KNOWN_ROUTES = SCORING_ROUTES | {"/healthz", "/readyz", "/metrics", "/docs", "/openapi.json"}
 # Open with API keys set: the health probes, and the API's own description (the schema of a public API, no
 # tenant data; Swagger UI fetches it without a key). /metrics has its own key. Every other path needs a key.
@@ -58,7 +58,7 @@ class RequestGuard:
     def __init__(self, app: ASGIApp, *, metrics: Metrics, admission: Admission, max_body_bytes: int,
                  retry_after_s: int, keys: KeyRing | None = None, metrics_key: str | None = None,
                  log_json: bool = True, body_read_timeout_s: float = 30.0,
-                 max_json_elements: int | None = None) -> None:
+                 max_json_elements: int | None = None, keyless_tenants: dict[str, str] | None = None) -> None:
         self.app = app
         self.metrics = metrics
         self.admission = admission
@@ -69,6 +69,9 @@ class RequestGuard:
         self.log_json = log_json
         self.read_timeout = body_read_timeout_s
         self.max_elements = max_json_elements
+        # With keys set: the paths a request with no Authorization header at all is served on, and as which tenant
+        # (slime's /rm, which cannot send a header; MEDIX_RM_TENANT). A wrong key is still a 401 there.
+        self.keyless = dict(keyless_tenants or {})
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] != "http":
@@ -131,7 +134,10 @@ class RequestGuard:
             await self.app(scope, receive, send)
             return None
         if self.keys.enabled:
-            name = self.keys.identify(_header(scope, b"authorization"))
+            offered = _header(scope, b"authorization")
+            name = self.keys.identify(offered)
+            if name is None and offered is None:
+                name = self.keyless.get(path)
             if name is None:
                 await self._refuse(scope, receive, send, 401, "unauthorized",
                                    "missing or invalid API key: send Authorization: Bearer <key>", "authorization",

@@ -17,7 +17,7 @@ from service.api.auth import KeyRing
 from service.api.body import json_element_limit
 from service.api.errors import install_error_handlers
 from service.api.middleware import RequestGuard
-from service.api.routes import evaluation, ops, reward
+from service.api.routes import evaluation, ops, reward, slime
 from service.runtime.metrics import Metrics
 from service.settings import Settings
 
@@ -38,7 +38,8 @@ def create_api(settings: Settings, metrics: Metrics, admission: Admission, keys:
                        retry_after_s=settings.retry_after_s, keys=keys,
                        metrics_key=settings.metrics_key.get_secret_value() if settings.metrics_key else None,
                        log_json=settings.log_json, body_read_timeout_s=settings.body_read_timeout_s,
-                       max_json_elements=json_element_limit(settings.max_items_per_request))
-    for feature in (reward, evaluation, ops):
+                       max_json_elements=json_element_limit(settings.max_items_per_request),
+                       keyless_tenants={"/rm": settings.rm_tenant} if settings.rm_tenant else None)
+    for feature in (reward, slime, evaluation, ops):
         app.include_router(feature.router)
     return app

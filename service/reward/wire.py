@@ -82,7 +82,10 @@ class RewardResponse(BaseModel):
 # -- /get_reward (OpenRLHF's remote reward protocol) ----------------------------------------------------------
 class OpenRLHFRequest(BaseModel):
     model_config = ConfigDict(extra="ignore")
-    query: list[Text] = Field(min_length=1, description="Prompt + response, as OpenRLHF sends them.")
+    # No min_length: OpenRLHF 0.10.2-0.11.0 split its one-sample list across several reward URLs, so every URL
+    # after the first gets empty lists; those get empty lists back (a 422 would be retried, then stop training).
+    query: list[Text] = Field(description="Prompt + response, as OpenRLHF sends them; empty lists get empty lists "
+                              "back.")
     prompts: list[Text] | None = Field(None, description="The prompts, stripped from the front of each query.")
     labels: list[Text | GroundTruthObject] = Field(description="Ground truth per query.")
 
@@ -91,3 +94,31 @@ class OpenRLHFResponse(BaseModel):
     rewards: list[float]
     scores: list[float]
     extra_logs: dict[str, list[float | None]]
+
+
+# -- /rm (slime's remote reward model: --rm-type remote_rm --rm-url http://host:port/rm --reward-key reward) -----
+class SlimeRequest(BaseModel):
+    """One sample, as slime's `remote_rm` posts it (slime/rollout/rm_hub/__init__.py)."""
+
+    model_config = ConfigDict(extra="ignore")
+    prompt: Text | list[dict] | None = Field(None, description="slime's `Sample.prompt` (text, or chat messages); "
+                                             "not scored.")
+    response: Text = Field(description="The sampled answer; a trailing end-of-turn marker is left out.")
+    label: Text | GroundTruthObject = Field(description="`<TAG>answer`, a plain answer, or {answer, modality}.")
+
+    @field_validator("label")
+    @classmethod
+    def _check_label(cls, v: str | GroundTruthObject) -> str | GroundTruthObject:
+        parse_ground_truth(v.model_dump() if isinstance(v, GroundTruthObject) else v)
+        return v
+
+
+class SlimeResponse(BaseModel):
+    """`reward` (what slime's `--reward-key reward` picks) and the four components, numbers only (a null modality
+    is 0)."""
+
+    reward: float
+    format: float
+    accuracy_llm: float
+    accuracy_embed: float
+    modality: float

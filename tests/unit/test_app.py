@@ -232,3 +232,35 @@ async def test_work_is_admitted_by_items_so_many_one_item_requests_pass(app_clie
         answers = await asyncio.gather(*(c.post("/reward", json={"items": [{**GOOD, "id": str(i)}]})
                                          for i in range(100)))
     assert [r.status_code for r in answers] == [200] * 100
+
+
+async def test_get_reward_answers_empty_lists_with_empty_lists(app_client):
+    # OpenRLHF 0.10.2-0.11.0 split a one-sample list across several reward URLs: every URL after the first gets
+    # empty lists. A 422 there was retried five times and left the sample without a reward, stopping training.
+    async with app_client(rate_limit_items_per_s=0.01, rate_limit_burst=1) as c:
+        for _ in range(3):  # nothing to score: no rate-limit token is taken
+            r = await c.post("/get_reward", json={"query": [], "prompts": [], "labels": []})
+            assert r.status_code == 200, r.text
+            assert r.json() == {"rewards": [], "scores": [], "extra_logs": {
+                "format": [], "accuracy_llm": [], "accuracy_embed": [], "modality": []}}
+        r = await c.post("/get_reward?on_refused=skip", json={"query": [], "labels": []})
+        assert r.status_code == 200 and "medix_refused" in r.json()["extra_logs"]
+        assert_error_shape(await c.post("/get_reward", json={"query": [], "labels": ["a"]}), 422, "labels")
+        assert_error_shape(await c.post("/get_reward", json={"query": [], "prompts": ["p"], "labels": []}), 422,
+                           "prompts")
+
+
+async def test_get_reward_on_refused_skip_scores_the_chosen_reward_and_counts_it(app_client):
+    ok = "Q: " + GOOD["response"]
+    bad = "Q: <thinking>t</thinking><answer>LONG answer</answer>"
+    body = {"query": [ok, bad], "prompts": ["Q: ", "Q: "], "labels": ["<X_RAY>Pneumonia"] * 2}
+    async with app_client(judge=PickyJudge()) as c:
+        assert_error_shape(await c.post("/get_reward", json=body), 422, "query[1]")  # the default: refused
+        r = await c.post("/get_reward?on_refused=skip&refused_reward=0.25", json=body)
+        assert r.status_code == 200, r.text
+        got = r.json()
+        assert got["rewards"][1] == got["scores"][1] == 0.25 and got["rewards"][0] != 0.25
+        assert got["extra_logs"]["medix_refused"] == [0.0, 1.0]
+        assert all(len(v) == 2 and None not in v for v in got["extra_logs"].values())
+        for query in ("on_refused=drop", "on_refused=skip&refused_reward=nan", "on_refused=skip&refused_reward=x"):
+            assert_error_shape(await c.post(f"/get_reward?{query}", json=body), 422)

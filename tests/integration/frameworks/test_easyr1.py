@@ -8,7 +8,7 @@ import subprocess
 
 import pytest
 
-from clients.contract import COMPONENTS, SCORE_KEYS
+from clients.contract import COMPONENTS, REFUSED_KEY, SCORE_KEYS
 from tests.integration.frameworks.conftest import logged
 
 pytestmark = pytest.mark.integration
@@ -31,6 +31,11 @@ def test_easyr1_reward_file(drive, reference):
     assert report["default_name"] == report["main"]["rewards"]  # `path` alone means `path:main`
     assert report["outage"].startswith("MedixUnavailable"), report["outage"]
     assert report["modules"] == report["modules_after"] == []
+    # A refused item raises by default; opted in, the chosen reward, and EasyR1's logs average medix_refused.
+    assert report["refused"].startswith("ItemFailed") and "reward_inputs[1]" in report["refused"]
+    skip = report["refused_skip"]
+    assert skip["rewards"] == pytest.approx([ref[0]["overall"], 0.5], abs=1e-9)
+    assert list(skip["metrics"]) == [*SCORE_KEYS, REFUSED_KEY] and skip["means"][REFUSED_KEY] == 0.5
 
 
 def test_the_client_package_installs_and_imports_alone(framework_env, tmp_path):

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from clients.contract import COMPONENTS
+from clients.contract import COMPONENTS, REFUSED_KEY
 from tests.integration.frameworks.conftest import logged
 
 pytestmark = pytest.mark.integration
@@ -30,3 +30,10 @@ def test_verl_reward_loop_and_legacy_batch_manager(drive, reference):
     assert report["naive_outage"]["manager"] == "NaiveRewardManager" and report["naive_outage"]["awaits"] is True
     assert report["naive_outage"]["raised"].startswith("MedixUnavailable"), report["naive_outage"]
     assert report["batch_outage"].startswith("MedixUnavailable"), report["batch_outage"]
+    # A refused item raises out of verl by default (ItemFailed); opted in, it scores the chosen reward, and every
+    # sample carries medix_refused (verl takes the key set from the first sample).
+    refused = report["naive_refused"]
+    assert refused["default"].startswith("ItemFailed") and "items[0]" in refused["default"], refused["default"]
+    assert refused["skip"]["scores"] == pytest.approx([ref[0]["overall"], 0.5], abs=1e-6)
+    assert refused["skip"]["extra_keys"] == [*KEYS, REFUSED_KEY]
+    assert refused["skip"]["extra"][REFUSED_KEY] == [0.0, 1.0]

@@ -5,7 +5,11 @@ Each framework's own code drives the same adapters against the real stack in tes
 
 import asyncio
 import functools
+import importlib
 import importlib.util
+import inspect
+import logging
+import pickle
 import time
 
 import httpx
@@ -13,10 +17,17 @@ import numpy as np
 import pytest
 
 from clients.adapters import easyr1, openrlhf, trl, verl
-from clients.adapters.common import ItemFailed, checked
+from clients.adapters.common import (
+    TRAINER_RETRIES,
+    TRAINER_TIMEOUT,
+    ItemFailed,
+    checked,
+    shared_async_client,
+    shared_client,
+)
 from clients.adapters.trl import MedixReward, MedixRewardSync
 from clients.client import AsyncMedixClient, MedixClient, MedixError, MedixUnavailable
-from clients.contract import SCORE_KEYS, numeric_scores
+from clients.contract import REFUSED_KEY, SCORE_KEYS, numeric_scores
 from service.runtime.exceptions import InputRejected
 from tests.integration.stack import free_port
 from tests.unit.fakes import FakeJudge
@@ -105,6 +116,52 @@ def test_trl_async_reward_refuses_a_trl_that_would_not_await_it(monkeypatch):
     MedixReward("http://x")
 
 
+def test_trl_reward_pickles_after_use_and_scores_without_log_metric(url):
+    # TRL's AsyncGRPOTrainer pickles its reward functions into a spawned process and calls them there without
+    # log_metric: nothing live (client, lock, event loop) may be in the reward's state.
+    reward, sync = MedixReward(url), MedixRewardSync(url)
+    first = asyncio.run(reward(**TRL_CALL, log_metric=lambda k, v: None))
+    assert sync(**TRL_CALL) == first
+    call = {k: v for k, v in TRL_CALL.items() if k not in ("trainer_state", "log_extra")}
+    for used in (reward, sync):
+        copy = pickle.loads(pickle.dumps(used))
+        assert type(copy) is type(used) and copy.url == url and copy.history == used.history
+        again = copy(**call)
+        assert (asyncio.run(again) if inspect.isawaitable(again) else again) == first  # a new event loop
+    assert pickle.loads(pickle.dumps(trl.medix_reward)) is trl.medix_reward
+
+
+def test_trl_refused_item_raises_when_asked(url):
+    kwargs = {"prompts": ["q", "q"], "completions": [GOOD, REFUSED], "ground_truth": ["<X_RAY>Pneumonia"] * 2}
+    with pytest.raises(ItemFailed):
+        MedixRewardSync(url, on_refused="raise")(**kwargs)
+    with pytest.raises(ItemFailed):
+        asyncio.run(MedixReward(url, on_refused="raise")(**kwargs))
+    with pytest.raises(ValueError, match="on_refused"):
+        MedixReward(url, on_refused="zero")
+    assert MedixRewardSync(url)(prompts=[], completions=[], ground_truth=[]) == []
+
+
+def test_axolotl_imports_medix_reward_by_its_dotted_name(url, monkeypatch, tmp_path):
+    # Axolotl >= 0.17 (to 0.21.0, the newest): the module is everything before the last dot.
+    def axolotl(fqn, module_of):
+        func = getattr(importlib.import_module(module_of(fqn)), fqn.split(".")[-1])
+        assert len(inspect.signature(func).parameters) >= 2  # Axolotl's own check
+        return func
+
+    fqn = "clients.adapters.trl.medix_reward"
+    func = axolotl(fqn, lambda f: ".".join(f.split(".")[:-1]))
+    assert func is trl.medix_reward and inspect.iscoroutinefunction(func)  # TRL awaits it from 1.10 on
+    # Older Axolotl imports only the second-to-last part as a top-level module: a one-line file of the user's.
+    (tmp_path / "medix_axolotl.py").write_text("from clients.adapters.trl import medix_reward  # noqa: F401\n")
+    monkeypatch.syspath_prepend(str(tmp_path))
+    assert axolotl("medix_axolotl.medix_reward", lambda f: f.split(".")[-2]) is trl.medix_reward
+    monkeypatch.setenv("MEDIX_URL", url)
+    monkeypatch.setattr(trl, "_default", None)
+    out = asyncio.run(func(**TRL_CALL))  # TRL's call, with no log_metric
+    assert out == asyncio.run(MedixReward(url)(**TRL_CALL))
+
+
 # -- EasyR1 --------------------------------------------------------------------------------------------------
 def _load_like_easyr1(path, name="main", **kwargs):
     spec = importlib.util.spec_from_file_location("custom_reward_fn", path)
@@ -136,6 +193,21 @@ def test_easyr1_outage_and_refused_item_raise(url, nobody):
     assert e.value.param == "reward_inputs[1]" and "context" in e.value.message
     with pytest.raises(ValueError, match="batch"):
         easyr1.main({"response": GOOD, "response_length": 1, "ground_truth": "x"}, url=url)
+
+
+def test_easyr1_refused_item_skipped_when_asked(url, caplog):
+    inputs = [{"response": GOOD, "response_length": 1, "ground_truth": "<X_RAY>Pneumonia"},
+              {"response": REFUSED, "response_length": 1, "ground_truth": "<X_RAY>Pneumonia"}]
+    fn = _load_like_easyr1(easyr1.__file__, "main", url=url, on_refused="skip", refused_reward=0.5)
+    with caplog.at_level(logging.WARNING, logger="medix.adapters"):
+        out = fn(inputs)
+    assert [o["overall"] for o in out] == [pytest.approx(1.0), 0.5]
+    assert [o[REFUSED_KEY] for o in out] == [0.0, 1.0]  # EasyR1 averages it: the share refused
+    assert all(set(o) == {*SCORE_KEYS, REFUSED_KEY} and all(isinstance(v, float) for v in o.values()) for o in out)
+    assert "refused 1 of 2" in caplog.text and "reward_inputs[1]" in caplog.text
+    assert easyr1.main([], url=url) == []
+    with pytest.raises(MedixUnavailable):  # an outage still raises
+        easyr1.main(inputs[:1], url="http://127.0.0.1:9", retries=0, on_refused="skip")
 
 
 # -- verl ----------------------------------------------------------------------------------------------------
@@ -170,6 +242,19 @@ def test_verl_outage_and_refused_item_raise(url, nobody):
         verl.compute_score_sync("s", GOOD, "x", None, url=nobody, retries="0")  # kwargs may arrive as strings
     with pytest.raises(ItemFailed):
         verl.compute_score_batch(["s", "s"], [GOOD, REFUSED], ["<X_RAY>Pneumonia"] * 2, None, url=url)
+
+
+def test_verl_refused_item_skipped_when_asked(url):
+    kw = {"url": url, "on_refused": "skip", "refused_reward": "0.25"}  # Hydra may hand values over as strings
+    got = [asyncio.run(verl.compute_score("s", REFUSED, "<X_RAY>Pneumonia", None, **kw)),
+           verl.compute_score_sync("s", REFUSED, "<X_RAY>Pneumonia", None, **kw),
+           *verl.compute_score_batch(["s", "s"], [GOOD, REFUSED], ["<X_RAY>Pneumonia"] * 2, None, **kw)]
+    assert all(set(g) == VERL_KEYS | {REFUSED_KEY} for g in got)  # the same keys for every sample
+    assert [g["score"] for g in got] == [0.25, 0.25, pytest.approx(1.0), 0.25]
+    assert [g[REFUSED_KEY] for g in got] == [1.0, 1.0, 0.0, 1.0]
+    assert verl.compute_score_batch([], [], [], None, url=url) == []
+    with pytest.raises(ValueError, match="on_refused"):
+        verl.compute_score_sync("s", GOOD, "x", None, url=url, on_refused="zero")
 
 
 # -- OpenRLHF ------------------------------------------------------------------------------------------------
@@ -207,6 +292,23 @@ def test_openrlhf_errors_name_the_query(url, nobody):
         openrlhf.reward_func([PROMPT + GOOD], [PROMPT], ["x"], url=nobody, retries=0)
 
 
+def test_openrlhf_empty_lists_get_empty_lists_without_a_request(nobody):
+    assert openrlhf.reward_func([], [], [], url=nobody, retries=0) == {
+        "rewards": [], "scores": [], "extra_logs": {name: [] for name in SCORE_KEYS[1:]}}
+    assert set(openrlhf.reward_func([], None, [], url=nobody, on_refused="skip")["extra_logs"]) == {
+        *SCORE_KEYS[1:], REFUSED_KEY}
+
+
+def test_openrlhf_refused_item_skipped_when_asked_file_and_url_alike(url):
+    queries, prompts, labels = [PROMPT + GOOD, PROMPT + REFUSED], [PROMPT] * 2, ["<X_RAY>Pneumonia"] * 2
+    out = openrlhf.reward_func(queries, prompts, labels, url=url, on_refused="skip", refused_reward=0.5)
+    assert out["rewards"] == out["scores"] == [pytest.approx(1.0), 0.5]
+    assert out["extra_logs"][REFUSED_KEY] == [0.0, 1.0]
+    r = httpx.post(f"{url}/get_reward?on_refused=skip&refused_reward=0.5",
+                   json={"query": queries, "prompts": prompts, "labels": labels})
+    assert r.status_code == 200 and r.json() == out
+
+
 def test_openrlhf_reward_func_sends_the_key(monkeypatch):
     seen = []
 
@@ -225,6 +327,31 @@ def test_openrlhf_reward_func_sends_the_key(monkeypatch):
 
 
 # -- shared pieces -------------------------------------------------------------------------------------------
+def test_trainer_timeouts_are_the_adapters_defaults_and_stay_settable(monkeypatch):
+    for name in ("MEDIX_TIMEOUT", "MEDIX_RETRIES"):
+        monkeypatch.delenv(name, raising=False)
+    c = shared_client("http://medix-a")
+    assert (c.timeout, c.retries) == (TRAINER_TIMEOUT, TRAINER_RETRIES) == (180.0, 3)
+    assert c._http.timeout.read == 180.0
+    with MedixClient("http://medix-a") as plain:
+        assert (plain.timeout, plain.retries) == (600.0, 5)  # the plain client keeps its defaults
+    assert shared_client("http://medix-a", timeout=30, retries=1).retries == 1
+    monkeypatch.setenv("MEDIX_TIMEOUT", "45")
+    monkeypatch.setenv("MEDIX_RETRIES", "0")
+    c = shared_client("http://medix-a")
+    assert (c.timeout, c.retries) == (45.0, 0)
+    assert shared_client("http://medix-a", timeout=60).timeout == 60.0  # a value in code wins
+    with MedixClient("http://medix-a") as plain:
+        assert (plain.timeout, plain.retries) == (45.0, 0)
+
+    async def in_loop():
+        return shared_async_client("http://medix-a")
+
+    a = asyncio.run(in_loop())
+    assert (a.timeout, a.retries) == (45.0, 0)
+    assert MedixReward("http://medix-a")._options()["timeout"] is None  # resolved when the client is built
+
+
 def test_numeric_scores_refuse_an_unscored_result():
     from clients.client import RewardScore
 

@@ -118,3 +118,28 @@ def test_an_item_the_service_could_not_score_fails_the_request_naming_it():
         from_reward_response(RewardResponse(results=[_result(0, 0.9, 1.0), _result(1, None, None, err)],
                                             profile=PROFILE))
     assert e.value.param == "query[1]" and "context" in e.value.message
+
+
+def test_empty_lists_are_no_request_and_an_empty_reply():
+    from service.reward.openrlhf import empty_response
+
+    assert to_reward_request(OpenRLHFRequest(query=[], prompts=[], labels=[])) is None
+    with pytest.raises(InvalidRequest) as e:
+        to_reward_request(OpenRLHFRequest(query=[], labels=["x"]))
+    assert e.value.param == "labels"
+    out = empty_response()
+    assert out.rewards == out.scores == [] and out.extra_logs == {k: [] for k in
+                                                                   ("format", "accuracy_llm", "accuracy_embed",
+                                                                    "modality")}
+    assert set(empty_response("skip").extra_logs) == {"format", "accuracy_llm", "accuracy_embed", "modality",
+                                                      "medix_refused"}
+
+
+def test_on_refused_skip_gives_the_chosen_reward_and_marks_it():
+    err = ErrorDetail(type="input_rejected", message="judge: longer than its context", param="items[1]")
+    resp = RewardResponse(results=[_result(0, 0.9, 1.0), _result(1, None, None, err)], profile=PROFILE)
+    out = from_reward_response(resp, "skip", 0.5)
+    assert out.rewards == out.scores == [0.9, 0.5]
+    assert out.extra_logs["medix_refused"] == [0.0, 1.0]
+    assert out.extra_logs["accuracy_llm"] == [1.0, 0.0] and out.extra_logs["format"] == [1.0, 1.0]
+    assert len({len(v) for v in out.extra_logs.values()}) == 1

@@ -17,6 +17,10 @@ from pathlib import Path
 from typing import Any
 
 ADAPTERS = Path(__file__).resolve().parents[4] / "clients" / "adapters"
+# An item the service answers but refuses to score: ~4,000 CJK characters are several thousand tokens, more than
+# the judge's 2,048-token context (tests/integration/test_hostile.py). The drivers that exercise `on_refused` add it.
+REFUSED = {"question": "Which disease is shown in this chest X-ray?", "ground_truth": "<X_RAY>Pneumonia",
+           "response": "<X_RAY><thinking>t</thinking><answer>" + "肺" * 3999 + "</answer>"}
 
 
 def parse(extra: list[tuple[str, dict[str, Any]]] | None = None) -> argparse.Namespace:

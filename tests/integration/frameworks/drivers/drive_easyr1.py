@@ -6,7 +6,9 @@ last colon (name `main` by default); the file executed as the standalone module 
 constants `REWARD_TYPE` ("batch" by default) and `REWARD_NAME`; `reward_function_kwargs` bound with
 `functools.partial`; the batch form called with one dict per sample (`response`, `response_length`,
 `ground_truth`); `overall` placed as the reward and every returned key collected into per-key metric lists that
-EasyR1 averages. The environment holds medix-client and nothing of the service or torch.
+EasyR1 averages. The environment holds medix-client and nothing of the service or torch. A refused item (an answer
+longer than the judge's context) raises by default; with `on_refused: skip` in `reward_function_kwargs` it scores the
+chosen reward and `medix_refused` reaches the averaged logs.
 """
 
 from __future__ import annotations
@@ -18,7 +20,7 @@ import sys
 from collections import defaultdict
 from typing import Any
 
-from _driver import ADAPTERS, cases, failure, parse, run, write
+from _driver import ADAPTERS, REFUSED, cases, failure, parse, run, write
 
 
 def load(reward_function: str, kwargs: dict[str, Any]) -> tuple[Any, str, str]:
@@ -61,6 +63,13 @@ def main() -> None:
         report["outage"] = f"no exception: {compute(down, items[:1])}"
     except Exception as exc:
         report["outage"] = failure(exc)
+    mixed, path = [items[0], REFUSED], f"{ADAPTERS / 'easyr1.py'}:main"
+    try:
+        report["refused"] = f"no exception: {compute(load(path, {'url': args.url})[0], mixed)}"
+    except Exception as exc:
+        report["refused"] = failure(exc)
+    skip = {"url": args.url, "on_refused": "skip", "refused_reward": 0.5}
+    report["refused_skip"] = compute(load(path, skip)[0], mixed)
     report["modules_after"] = sorted(m for m in sys.modules if m.split(".")[0] in
                                      ("service", "torch", "fastapi", "vllm", "redis"))
     write(args, report)

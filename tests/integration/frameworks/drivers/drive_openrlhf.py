@@ -1,4 +1,5 @@
-"""OpenRLHF 0.11.2 drives our service and reward file (run by .venvs/openrlhf/bin/python; see envs.sh).
+"""OpenRLHF 0.11.2 and 0.11.0 drive our service and reward file (run by .venvs/openrlhf or .venvs/openrlhf-0.11.0;
+see envs.sh).
 
 OpenRLHF's own `SingleTurnAgentExecutor` (openrlhf.utils.agent) generates with a stand-in engine that returns
 the case's response tokens, decodes prompt + response into the query exactly as it does in training, and fetches
@@ -9,6 +10,11 @@ Each output then goes through OpenRLHF's `_process_response_into_experience` (wh
 and the experiences through its batching and per-sample split, as in training. Prompts are run whole and
 left-truncated (OpenRLHF's max_len budget). Outages: the HTTP path and the reward file pointed at an address
 where nothing answers; the reward must stay None, and the file's real error must reach OpenRLHF's log.
+
+Several URLs (`--reward.remote_url A,B`, split on commas as OpenRLHF's CLI does): 0.10.2-0.11.0 send the one-sample
+list to A and empty lists to B, 0.11.2 rotates the URLs; the lists each URL got are recorded. A refused item (an
+answer longer than the judge's context): the reward stays None by default; with `?on_refused=skip` (the URL) or a
+wrapper file passing `on_refused="skip"` (the file) it is the chosen reward, with `medix_refused` in the logs.
 """
 
 from __future__ import annotations
@@ -19,10 +25,18 @@ import os
 import sys
 import types
 from importlib import metadata
+from pathlib import Path
 from types import SimpleNamespace
 from typing import Any
 
-from _driver import ADAPTERS, cases, number, parse, run, write
+from _driver import ADAPTERS, REFUSED, cases, number, parse, run, write
+
+WRAPPER = """from clients.adapters import openrlhf as medix
+
+
+def reward_func(queries, prompts, labels):
+    return medix.reward_func(queries, prompts, labels, on_refused="skip", refused_reward=0.5)
+"""
 
 
 def stub(name: str, **attrs: Any) -> None:
@@ -52,10 +66,20 @@ def main() -> None:
     stub("vllm", SamplingParams=object)
     stub("openrlhf.trainer.ray", __path__=[])
     stub("openrlhf.trainer.ray.vllm_engine", batch_vllm_engine_call=None)
+    import aiohttp
     from openrlhf.trainer.ppo_utils.experience import make_experience_batch, split_experience_batch
     from openrlhf.trainer.ppo_utils.samples_generator import SamplesGenerator
     from openrlhf.utils.agent import SingleTurnAgentExecutor
     from transformers import AutoTokenizer
+
+    posted: list[tuple[str, int]] = []  # (URL, length of the query list) of every POST OpenRLHF makes
+    post = aiohttp.ClientSession.post
+
+    def recording_post(self: Any, url: Any, **kwargs: Any) -> Any:
+        posted.append((str(url), len((kwargs.get("json") or {}).get("query", []))))
+        return post(self, url, **kwargs)
+
+    aiohttp.ClientSession.post = recording_post  # type: ignore[method-assign]
 
     logged: list[str] = []
     handler = logging.Handler()
@@ -70,11 +94,19 @@ def main() -> None:
                     for c in items]
     engine = Engine(tokenizer)
 
-    def execute(executor: Any, max_len: int, max_tokens: int | None, n: int | None = None) -> list[dict[str, Any]]:
+    def execute(executor: Any, max_len: int, max_tokens: int | None, n: int | None = None,
+                batch: list[dict[str, Any]] | None = None) -> list[dict[str, Any]]:
+        todo = list(zip(prompts, items, response_ids, strict=True))[:n]
+        if batch is not None:
+            todo = [(tokenizer.apply_chat_template([{"role": "user", "content": c["question"]}], tokenize=False,
+                                                   add_generation_prompt=True), c,
+                     tokenizer(text=c["response"], add_special_tokens=False)["input_ids"] + [tokenizer.eos_token_id])
+                    for c in batch]
+
         async def go() -> list[dict[str, Any]]:
             params = SimpleNamespace(max_tokens=max_tokens, logprobs=None)
             outputs = []
-            for p, c, ids in list(zip(prompts, items, response_ids, strict=True))[:n]:  # one sample per call
+            for p, c, ids in todo:  # one sample per call
                 engine.queue.append(ids)
                 outputs.append(await executor.execute(p, c["ground_truth"], params, max_len, tokenizer, engine))
             return outputs
@@ -103,6 +135,25 @@ def main() -> None:
         report[f"{name}_truncated"] = experiences(execute(executor, 12 + 64, 64), 12 + 64)
         assert all(len(seen) == 12 for seen in engine.seen[-len(items):]) and longest > 12
     report["logged_before_outage"] = list(logged)
+
+    # Several reward URLs, as OpenRLHF's CLI splits `--reward.remote_url A,B` (both are the service here).
+    urls = f"{args.url}/get_reward,{args.url}/get_reward?replica=2".split(",")
+    posted.clear()
+    report["several_urls"] = experiences(execute(SingleTurnAgentExecutor(urls), 2048, None), 2048)
+    report["several_urls"]["posted"] = [[urls.index(u), n] for u, n in posted]
+
+    # A refused item: None by default (OpenRLHF stops on it), the chosen reward when the user opts to go on.
+    (Path.cwd() / "medix_skip.py").write_text(WRAPPER)
+    mixed = [items[0], REFUSED]
+    for name, remote in (("http", f"{args.url}/get_reward"), ("file", reward_file),
+                         ("http_skip", f"{args.url}/get_reward?on_refused=skip&refused_reward=0.5"),
+                         ("file_skip", str(Path.cwd() / "medix_skip.py"))):
+        logged.clear()
+        out = execute(SingleTurnAgentExecutor(remote), 100_000, None, batch=mixed)
+        got: dict[str, Any] = {"rewards": [o["reward"] for o in out], "logged": list(logged)}
+        if name.endswith("skip"):
+            got.update(experiences(out, 100_000))
+        report[f"refused_{name}"] = got
 
     os.environ["MEDIX_URL"] = args.down_url
     for name, remote in (("http", f"{args.down_url}/get_reward"), ("file", reward_file)):

@@ -5,7 +5,10 @@
 - reward loop, `remote` manager, `compute_score_sync` (pickled into verl's Ray reward workers);
 - the legacy `BatchRewardManager` with `compute_score_batch`, loaded through verl's `get_custom_reward_fn`;
 - outages: the naive manager's worker in process and the batch manager, pointed at an address where nothing
-  answers; both must raise.
+  answers; both must raise;
+- a refused item (an answer longer than the judge's context) in the naive manager's worker: it raises by default;
+  with `+reward.custom_reward_function.reward_kwargs.on_refused=skip` (and `refused_reward=0.5`) it scores 0.5 and
+  every sample carries `medix_refused`.
 """
 
 from __future__ import annotations
@@ -14,12 +17,12 @@ import os
 from pathlib import Path
 from typing import Any
 
-from _driver import ADAPTERS, cases, failure, number, parse, run, write
+from _driver import ADAPTERS, REFUSED, cases, failure, number, parse, run, write
 
 ADAPTER = str(ADAPTERS / "verl.py")
 
 
-def config(args: Any, name: str, manager: str, url: str) -> Any:
+def config(args: Any, name: str, manager: str, url: str, extra: tuple[str, ...] = ()) -> Any:
     """verl's ppo_trainer config with the lines docs/frameworks.md tells users to set."""
     import verl
     from hydra import compose, initialize_config_dir
@@ -28,7 +31,7 @@ def config(args: Any, name: str, manager: str, url: str) -> Any:
     overrides = [f"reward.custom_reward_function.path={ADAPTER}", f"reward.custom_reward_function.name={name}",
                  f"reward.reward_manager.name={manager}", f"+reward.custom_reward_function.reward_kwargs.url={url}",
                  "+reward.custom_reward_function.reward_kwargs.retries=0", "reward.num_workers=1",
-                 f"actor_rollout_ref.model.path={args.tokenizer}"]
+                 f"actor_rollout_ref.model.path={args.tokenizer}", *extra]
     with initialize_config_dir(config_dir=config_dir, version_base=None):
         return compose(config_name="ppo_trainer", overrides=overrides)
 
@@ -106,6 +109,27 @@ def naive_outage(args: Any, data: Any) -> dict[str, Any]:
     return out
 
 
+def naive_refused(args: Any, data: Any) -> dict[str, Any]:
+    """The naive manager's worker in this process on a batch holding a refused item: by default it raises; opted in,
+    verl assembles the chosen reward and the `medix_refused` key like any other."""
+    from verl.experimental.reward_loop import RewardLoopWorker
+
+    out: dict[str, Any] = {}
+    worker = RewardLoopWorker(config(args, "compute_score", "naive", args.url))
+    try:
+        out["default"] = f"no exception: {worker.loop.run_until_complete(worker.compute_score_batch(data))}"
+    except Exception as exc:
+        out["default"] = failure(exc)
+    skip = ("+reward.custom_reward_function.reward_kwargs.on_refused=skip",
+            "+reward.custom_reward_function.reward_kwargs.refused_reward=0.5")
+    worker = RewardLoopWorker(config(args, "compute_score", "naive", args.url, skip))
+    scored = worker.loop.run_until_complete(worker.compute_score_batch(data))
+    keys = list(scored[0]["reward_extra_info"])
+    out["skip"] = {"scores": [number(s["reward_score"]) for s in scored], "extra_keys": keys,
+                   "extra": {k: [number(s["reward_extra_info"][k]) for s in scored] for k in keys}}
+    return out
+
+
 def legacy_batch(args: Any, data: Any, tokenizer: Any, url: str) -> dict[str, Any]:
     from verl.trainer.ppo.reward import get_custom_reward_fn
     from verl.workers.reward_manager import BatchRewardManager
@@ -134,6 +158,7 @@ def main() -> None:
     report["batch"] = legacy_batch(args, batch(tokenizer, items), tokenizer, args.url)
     report["batch_outage"] = legacy_batch(args, batch(tokenizer, items), tokenizer, args.down_url).get("raised")
     report["naive_outage"] = naive_outage(args, batch(tokenizer, items))
+    report["naive_refused"] = naive_refused(args, batch(tokenizer, [items[0], REFUSED]))
     ray.init(num_cpus=4, include_dashboard=False, logging_level="ERROR")
     try:
         report["naive"] = reward_loop(args, "compute_score", "naive", data)

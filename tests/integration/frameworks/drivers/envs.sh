@@ -11,6 +11,22 @@
 #             sympy, pylatexenc and aiohttp).
 # trl-1.10    TRL 1.10.0, the oldest the project declares (MedixRewardSync).
 # trl-1.14    TRL 1.14.0, the first that awaits async reward objects (MedixReward).
+# trl-1.16    TRL 1.16.0, the newest release (MedixReward, AsyncGRPOTrainer's pickled reward functions).
+# openrlhf-0.11.0  OpenRLHF 0.11.0 --no-deps, plus pylatexenc: the last release that sends empty lists to every
+#             reward URL after the first (0.10.2-0.11.0), answered with empty lists.
+# swift       ms-swift 4.6.0 --no-deps with trl 0.29.1 and peft 0.20.0 (it needs trl < 1.0), and the few packages its
+#             plugin import and GRPO reward path import (modelscope, modelscope-hub, dacite, json-repair).
+# slime       slime is not on PyPI: only the aiohttp its `remote_rm` posts with (its custom reward function is
+#             driven in `client`).
+# verifiers   verifiers 0.4.0 --no-deps, plus what `import verifiers.v1` and its CLI config import (renderers,
+#             prime-pydantic-config, prime-sandboxes and its RPC stack, math-verify, ...), openai 2.44 and mcp 2.0.0
+#             as it pins them (the project venv has newer ones).
+# nemo-gym    nemo-gym 0.7.0 --no-deps --ignore-requires-python (it declares Python >= 3.13.14; its resources-server
+#             path runs on 3.11), plus what its server modules import: hydra-core, omegaconf, orjson, itsdangerous,
+#             yappi, pydot, wandb (reward_profile imports wandb.Histogram), platformdirs, and ray 2.58.0 (import-time
+#             `importlib.metadata.version("ray")`; Ray itself is never started: the MediX server sets ray_enabled off).
+#             openai 2.44.0 as it pins it (its config parser refuses another). Importing nemo_gym moves its install
+#             root behind every other sys.path entry: drive_nemo_gym.py sets NEMO_GYM_EXTRA_ROOTS to keep it first.
 #
 # The framework environments are small overlays: their own site-packages come first and hold the framework at
 # its pinned version (and whatever it pins differently); torch, transformers and the rest resolve from the project
@@ -31,8 +47,14 @@ declare -A RECIPE=(
   [openrlhf]="--no-deps openrlhf==0.11.2 ; pylatexenc==2.11"
   [trl-1.10]="--no-deps trl==1.10.0"
   [trl-1.14]="--no-deps trl==1.14.0"
+  [trl-1.16]="--no-deps trl==1.16.0"
+  [openrlhf-0.11.0]="--no-deps openrlhf==0.11.0 ; pylatexenc==2.11"
+  [swift]="--no-deps ms-swift==4.6.0 trl==0.29.1 peft==0.20.0 modelscope==1.40.2 modelscope-hub==0.5.1 dacite==1.9.2 json-repair==0.64.6"
+  [slime]="--no-deps aiohttp==3.14.5"
+  [verifiers]="--no-deps verifiers==0.4.0 renderers==0.1.12 prime-pydantic-config==0.4.3 tomli==2.5.0 prime-sandboxes==0.5.1 connectrpc==0.11.1 protobuf-py==0.1.1 pyqwest==0.12.0 tenacity==9.2.1 aiofiles==25.1.0 tomli-w==1.2.0 math-verify==0.9.0 latex2sympy2-extended==1.11.0 antlr4-python3-runtime==4.13.2 openai==2.44.0 distro==1.9.0 mcp==2.0.0"
+  [nemo-gym]="--no-deps --ignore-requires-python nemo-gym==0.7.0 ray==2.58.0 wandb==0.31.0 yappi==1.7.6 pydot==4.0.1 platformdirs==4.14.9 itsdangerous==2.2.0 orjson==3.13.0 openai==2.44.0 distro==1.9.0 ; hydra-core==1.3.8 omegaconf==2.3.0"
 )
-ORDER=(client verl openrlhf trl-1.10 trl-1.14)
+ORDER=(client verl openrlhf trl-1.10 trl-1.14 trl-1.16 openrlhf-0.11.0 swift slime verifiers nemo-gym)
 
 clients_hash() {
   (cd "$ROOT" && find clients -type f \( -name '*.py' -o -name '*.toml' -o -name '*.jsonl' -o -name '*.md' \) \
