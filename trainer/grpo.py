@@ -21,6 +21,7 @@ again). `completions.jsonl` and `medix_rewards.jsonl`, written at the end, then 
 
 from __future__ import annotations
 
+import asyncio
 import dataclasses
 import json
 import os
@@ -30,7 +31,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from clients.adapters.common import text_of
+from clients.adapters.common import text_of, trainer_timeouts
 from clients.adapters.trl import MedixReward
 from clients.client import AsyncMedixClient
 
@@ -156,6 +157,16 @@ class RunReward(MedixReward):
         super().__init__(*args, **kwargs)
         self.samples: list[dict[str, Any]] = []
         self._errors = 0
+        self._clients: dict[asyncio.AbstractEventLoop, AsyncMedixClient] = {}
+
+    def _async_client(self) -> AsyncMedixClient:
+        """One client per event loop, as the parent's, with a hook that counts the error replies it retries."""
+        loop = asyncio.get_running_loop()
+        if loop not in self._clients:
+            timeout, retries = trainer_timeouts(self.timeout, self.retries)
+            self._clients[loop] = AsyncMedixClient(self.url, self.api_key, timeout=timeout, retries=retries,
+                                                   on_response=self._count)
+        return self._clients[loop]
 
     async def _count(self, response: Any) -> None:
         if response.status_code >= 400:
@@ -163,9 +174,6 @@ class RunReward(MedixReward):
 
     async def __call__(self, prompts: list[Any], completions: list[Any], completion_ids: Any = None,
                        log_metric: Any = None, **columns: Any) -> list[float | None]:
-        if self._client is None:  # as the parent builds it, plus a hook that counts error replies
-            self._client = AsyncMedixClient(self.url, self.api_key, timeout=self.timeout, retries=self.retries,
-                                            on_response=self._count)
         errors_before, start = self._errors, time.monotonic()
         rewards = await super().__call__(prompts, completions, completion_ids, log_metric, **columns)
         seconds, retried = time.monotonic() - start, self._errors - errors_before

@@ -38,7 +38,7 @@ from clients.adapters.common import (
     shared_client,
     text_of,
 )
-from clients.client import MedixUnavailable, RewardScore
+from clients.client import AsyncMedixClient, MedixUnavailable, RewardScore
 from clients.contract import ground_truth
 
 log = logging.getLogger("medix.trl")
@@ -76,6 +76,10 @@ class _MedixRewardBase:
     def _options(self) -> dict[str, Any]:
         return {"url": self.url, "api_key": self.api_key, "timeout": self.timeout, "retries": self.retries}
 
+    def _async_client(self) -> AsyncMedixClient:
+        """The pooled client of the running event loop: nothing of it is kept here (so the object pickles)."""
+        return shared_async_client(**self._options())
+
     def _items(self, prompts: list[Any], completions: list[Any], columns: dict[str, Any]) -> list[dict[str, Any]]:
         if self.gt_column not in columns:
             raise KeyError(f"the dataset has no {self.gt_column!r} column for MedixReward")
@@ -108,8 +112,8 @@ class _MedixRewardBase:
         items = self._items(prompts, completions, columns)
         if not items:
             return []
-        try:  # the pooled client of the running event loop: nothing of it is kept here
-            results = await shared_async_client(**self._options()).reward(items, self.profile)
+        try:
+            results = await self._async_client().reward(items, self.profile)
         except MedixUnavailable as exc:
             return self._outage(len(items), exc)
         return self._rewards(results, log_metric)

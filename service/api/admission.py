@@ -121,7 +121,8 @@ class Admission:
             raise Overloaded(f"this key has {held} items in flight; {n_items} more would pass the limit of "
                              f"{limit}; retry later", param=list_param)
         await self._charge(tenant, n_items * calls_per_item, list_param)
-        self._items[tenant] = held + n_items
+        # Read again after the await: other requests of the tenant may have come or gone meanwhile.
+        self._items[tenant] = self._items.get(tenant, 0) + n_items
         self._metrics.phase_duration.labels("admission").observe(time.perf_counter() - start)
         try:
             yield tenant

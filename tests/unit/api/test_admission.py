@@ -70,3 +70,23 @@ async def test_a_judge_request_is_charged_a_token_a_round():
                 {**body.model_dump(), "items": body.model_dump()["items"] + [body.model_dump()["items"][0]]}),
                 "items", calls_per_item=3):
             pass
+
+
+async def test_items_in_flight_stay_exact_when_the_rate_limit_awaits():
+    # Found by the scale-out rehearsal: the count was read before the rate limit's await (Redis) and written after
+    # it, so concurrent requests of one tenant overwrote each other's count and a release raised KeyError (a 500).
+    import asyncio
+
+    class SlowLimiter(RateLimiter):
+        async def wait_s(self, key, items):
+            await asyncio.sleep(0.01)
+            return 0.0
+
+    admission = Admission(Settings(), Metrics(), SlowLimiter(rate=1000, burst=1000))
+
+    async def one(n: int) -> None:
+        async with admission.admit(_request(), _body(n), "items"):
+            await asyncio.sleep(0.01)
+
+    await asyncio.gather(*(one(n) for n in (1, 2, 3, 4, 5)))
+    assert admission._items == {}
