@@ -28,7 +28,7 @@ log = logging.getLogger("medix.app")
 
 def make_judge(settings: Settings) -> JudgeBackend:
     if settings.judge_backend == "openai":
-        urls = list(dict.fromkeys(([settings.judge_url] if settings.judge_url else []) + settings.judge_urls))
+        urls = settings.judge_server_urls
         if not urls:
             raise ValueError("MEDIX_JUDGE_URL (or MEDIX_JUDGE_URLS) is required with MEDIX_JUDGE_BACKEND=openai")
         from service.backends.judge_openai import OpenAIJudge
@@ -139,12 +139,11 @@ async def init_app_state(state: Any, settings: Settings, metrics: Metrics, closi
         max_tokens=settings.eval_max_tokens, parse_retries=settings.eval_parse_retries,
         max_chars=settings.eval_max_chars, breaker=judge_breaker,
     )
-    judge_at = ", ".join(dict.fromkeys(([settings.judge_url] if settings.judge_url else []) + settings.judge_urls))
+    judge_at = ", ".join(settings.judge_server_urls) if settings.judge_backend == "openai" else None
+    embed_at = settings.embed_url if settings.embed_backend == "openai" else None
     log.info("ready: judge=%s (%s%s) embed=%s (%s%s) cache=%s", judge.name, judge.model_id,
-             f" at {redact(judge_at)}" if settings.judge_backend == "openai" else " in process",
-             embedder.name, embedder.model_id,
-             f" at {redact(settings.embed_url or '')}" if settings.embed_backend == "openai" else " in process",
-             cache.store.name)
+             f" at {redact(judge_at)}" if judge_at else " in process", embedder.name, embedder.model_id,
+             f" at {redact(embed_at)}" if embed_at else " in process", cache.store.name)
 
 
 def build_app(settings: Settings | None = None, *, judge: JudgeBackend | None = None,

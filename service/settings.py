@@ -266,6 +266,11 @@ class Settings(BaseSettings):
         return self
 
     @property
+    def judge_server_urls(self) -> list[str]:
+        """MEDIX_JUDGE_URL then MEDIX_JUDGE_URLS, each once."""
+        return list(dict.fromkeys(([self.judge_url] if self.judge_url else []) + self.judge_urls))
+
+    @property
     def local_judge_dir(self) -> Path:
         return self.model_dir / "smollm2-135m-instruct"
 

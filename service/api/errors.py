@@ -35,6 +35,11 @@ STATUS: dict[type[ServiceError], tuple[int, str]] = {
 }
 
 
+# The error statuses a scoring route documents in the OpenAPI schema, each with the one error shape.
+SCORING_ERRORS: dict[int | str, dict[str, Any]] = {
+    code: {"model": ErrorResponse} for code in (401, 408, 413, 422, 429, 503)}
+
+
 def error_response(status: int, type_: str, message: str, param: str | None = None,
                    retry_after: int | None = None) -> JSONResponse:
     body = ErrorResponse(error=ErrorDetail(type=type_, message=redact(message), param=param))

@@ -6,10 +6,11 @@ from __future__ import annotations
 import hashlib
 import json
 import math
-import numbers
 from pathlib import Path
 
 from pydantic import BaseModel, field_validator, model_validator
+
+from service.backends.base import finite_logprobs
 
 CHOICES = ["YES", "NO"]
 
@@ -87,18 +88,16 @@ def p_yes(first_token_logprobs: dict[str, float] | None, verdict: str) -> float:
     """
     yes: list[float] = []
     no: list[float] = []
-    for token, lp in (first_token_logprobs or {}).items():
-        if not isinstance(token, str) or not isinstance(lp, numbers.Real) or isinstance(lp, bool):
-            continue
-        if not math.isfinite(lp) or lp < -50:
+    for token, lp in finite_logprobs((first_token_logprobs or {}).items()).items():
+        if not isinstance(token, str) or lp < -50:
             continue
         t = token.strip().upper()
         if not t:
             continue
         if "YES".startswith(t):
-            yes.append(float(lp))
+            yes.append(lp)
         elif "NO".startswith(t):
-            no.append(float(lp))
+            no.append(lp)
     if not yes and not no:
         return 1.0 if verdict == "YES" else 0.0
     top = max(yes + no)

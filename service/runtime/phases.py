@@ -9,7 +9,7 @@ from __future__ import annotations
 import contextvars
 import logging
 import time
-from collections.abc import Awaitable, Iterator
+from collections.abc import Iterator
 from contextlib import contextmanager
 from typing import Any, TypeVar
 
@@ -37,11 +37,6 @@ class PhaseTimer:
             yield
         finally:
             self.record(name, time.perf_counter() - start)
-
-    async def timed(self, name: str, aw: Awaitable[T]) -> T:
-        """Await `aw` as phase `name` (phases that run concurrently are timed each on its own)."""
-        with self.phase(name):
-            return await aw
 
     def trace(self, route: str, **counts: Any) -> None:
         if log.isEnabledFor(logging.DEBUG):

@@ -7,14 +7,13 @@ from fastapi import APIRouter, Request
 from service.api.body import JsonBodyRoute
 from service.api.cancellation import with_cancellation
 from service.api.deps import AdmissionDep, EvaluatorDep
+from service.api.errors import SCORING_ERRORS
 from service.evaluation.wire import JudgeRequest, JudgeResponse
-from service.runtime.wire import ErrorResponse
 
 router = APIRouter(tags=["judge"], route_class=JsonBodyRoute)
-ERRORS = {code: {"model": ErrorResponse} for code in (401, 408, 413, 422, 429, 503)}
 
 
-@router.post("/judge", response_model=JudgeResponse, responses=ERRORS)
+@router.post("/judge", response_model=JudgeResponse, responses=SCORING_ERRORS)
 @with_cancellation
 async def judge(body: JudgeRequest, request: Request, evaluator: EvaluatorDep,
                 admission: AdmissionDep) -> JudgeResponse:

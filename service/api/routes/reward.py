@@ -9,15 +9,14 @@ from fastapi import APIRouter, Query, Request
 from service.api.body import JsonBodyRoute
 from service.api.cancellation import with_cancellation
 from service.api.deps import AdmissionDep, ScorerDep
+from service.api.errors import SCORING_ERRORS
 from service.reward import openrlhf
 from service.reward.wire import OpenRLHFRequest, OpenRLHFResponse, RewardRequest, RewardResponse
-from service.runtime.wire import ErrorResponse
 
 router = APIRouter(tags=["reward"], route_class=JsonBodyRoute)
-ERRORS = {code: {"model": ErrorResponse} for code in (401, 408, 413, 422, 429, 503)}
 
 
-@router.post("/reward", response_model=RewardResponse, responses=ERRORS)
+@router.post("/reward", response_model=RewardResponse, responses=SCORING_ERRORS)
 @with_cancellation
 async def reward(body: RewardRequest, request: Request, scorer: ScorerDep,
                  admission: AdmissionDep) -> RewardResponse:
@@ -27,7 +26,7 @@ async def reward(body: RewardRequest, request: Request, scorer: ScorerDep,
         return await scorer.score(body, tenant=tenant)
 
 
-@router.post("/get_reward", response_model=OpenRLHFResponse, responses=ERRORS)
+@router.post("/get_reward", response_model=OpenRLHFResponse, responses=SCORING_ERRORS)
 @with_cancellation
 async def get_reward(body: OpenRLHFRequest, request: Request, scorer: ScorerDep, admission: AdmissionDep,
                      on_refused: Annotated[openrlhf.OnRefused, Query(description=(

@@ -16,15 +16,14 @@ from clients.contract import numeric_scores, strip_end_markers
 from service.api.body import JsonBodyRoute
 from service.api.cancellation import with_cancellation
 from service.api.deps import AdmissionDep, ScorerDep
+from service.api.errors import SCORING_ERRORS
 from service.reward.wire import RewardItem, RewardRequest, SlimeRequest, SlimeResponse
 from service.runtime.exceptions import InputRejected
-from service.runtime.wire import ErrorResponse
 
 router = APIRouter(tags=["reward"], route_class=JsonBodyRoute)
-ERRORS = {code: {"model": ErrorResponse} for code in (401, 408, 413, 422, 429, 503)}
 
 
-@router.post("/rm", response_model=SlimeResponse, responses=ERRORS)
+@router.post("/rm", response_model=SlimeResponse, responses=SCORING_ERRORS)
 @with_cancellation
 async def rm(body: SlimeRequest, request: Request, scorer: ScorerDep, admission: AdmissionDep,
              profile: Annotated[str | None, Query(max_length=128, description=(
