@@ -2,7 +2,8 @@
 
 Retries 429 and 503 (honouring Retry-After) and connection errors; splits big batches into the
 server's per-request limit; raises MedixError with what the server said. A judge outage reaches the
-caller as MedixUnavailable, never as a reward of 0.
+caller as MedixUnavailable, never as a reward of 0. While the caller has an OpenTelemetry span active, each
+request carries its trace context (clients/http.py), so the service's trace of it joins the caller's.
 """
 
 from __future__ import annotations
@@ -19,7 +20,7 @@ import httpx
 from pydantic import BaseModel, ConfigDict, Field, SecretStr
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
-from clients.http import PooledAsyncClient, auth_headers
+from clients.http import PooledAsyncClient, auth_headers, send_trace_context, send_trace_context_async
 
 DEFAULT_URL = "http://127.0.0.1:8000"
 # The plain client's defaults: a try may take 10 minutes and 5 retries follow (6 tries), since a CI evaluation or
@@ -155,7 +156,8 @@ class MedixClient(_Base):
     def __init__(self, base_url: str | None = None, api_key: str | None = None, *, timeout: float | None = None,
                  retries: int | None = None, backoff: float = 0.5, max_items: int = 1024) -> None:
         super().__init__(base_url, api_key, timeout, retries, backoff, max_items)
-        self._http = httpx.Client(base_url=self.base_url, headers=self.headers, timeout=self.timeout)
+        self._http = httpx.Client(base_url=self.base_url, headers=self.headers, timeout=self.timeout,
+                                  event_hooks={"request": [send_trace_context]})
 
     def __enter__(self) -> MedixClient:
         return self
@@ -202,7 +204,9 @@ class AsyncMedixClient(_Base):
                  retries: int | None = None, backoff: float = 0.5, max_items: int = 1024, max_connections: int = 1024,
                  on_response: Callable[[httpx.Response], Awaitable[None]] | None = None) -> None:
         super().__init__(base_url, api_key, timeout, retries, backoff, max_items)
-        hooks = {"response": [on_response]} if on_response is not None else {}
+        hooks: dict[str, list[Any]] = {"request": [send_trace_context_async]}
+        if on_response is not None:
+            hooks["response"] = [on_response]
         self._http = PooledAsyncClient(max_connections=max_connections, base_url=self.base_url,
                                        headers=self.headers, timeout=self.timeout, event_hooks=hooks)
 

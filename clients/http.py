@@ -18,6 +18,12 @@ from typing import Any
 import certifi
 import httpx
 
+try:  # optional (`pip install './clients[tracing]'`): with it, the caller's trace context goes with each request
+    from opentelemetry import propagate as _propagate
+    from opentelemetry import trace as _trace
+except ImportError:
+    _propagate = _trace = None  # type: ignore[assignment]
+
 PER_POOL = 4  # connections per pool
 KEEPALIVE_S = 2.0
 
@@ -25,6 +31,18 @@ KEEPALIVE_S = 2.0
 def auth_headers(api_key: str | None) -> dict[str, str]:
     """The `Authorization: Bearer` header for a key; no header without one."""
     return {"Authorization": f"Bearer {api_key}"} if api_key else {}
+
+
+def send_trace_context(request: httpx.Request) -> None:
+    """An httpx request hook: while the caller has an OpenTelemetry span active, the request carries its W3C trace
+    context (`traceparent`, `tracestate`), written by OpenTelemetry's propagators, so that the service's trace of
+    the request joins the caller's. Without OpenTelemetry installed, or with no span active, nothing is added."""
+    if _trace is not None and _trace.get_current_span().get_span_context().is_valid:
+        _propagate.inject(request.headers)
+
+
+async def send_trace_context_async(request: httpx.Request) -> None:
+    send_trace_context(request)
 
 
 def _tls_context(verify: Any) -> Any:
@@ -56,6 +74,11 @@ class PooledAsyncClient:
     @property
     def pools(self) -> int:
         return len(self._pools)
+
+    @property
+    def clients(self) -> list[httpx.AsyncClient]:
+        """The pools' own clients (e.g. to instrument them)."""
+        return list(self._pools)
 
     async def _on_request(self, request: httpx.Request) -> None:
         for hook in self.event_hooks["request"]:

@@ -5,17 +5,19 @@ from __future__ import annotations
 import logging
 from collections.abc import AsyncIterator
 from contextlib import AsyncExitStack, asynccontextmanager
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from service.api.admission import Admission
 from service.api.auth import KeyRing, load_key_file, load_key_weights
 from service.api.server import create_api
+from service.api.tracing import make_provider
 from service.backends.base import Embedder, JudgeBackend, RetryPolicy
 from service.backends.breaker import CircuitBreaker
 from service.engine import cpu
 from service.evaluation.evaluator import Evaluator
 from service.reward.prompt import load_prompt
 from service.reward.scorer import RewardScorer
+from service.runtime import tracing
 from service.runtime.cache import Cache, CacheStore, MemoryStore, RedisStore
 from service.runtime.exceptions import redact
 from service.runtime.metrics import Metrics
@@ -23,10 +25,13 @@ from service.runtime.ratelimit import RateLimiter
 from service.runtime.scheduling import FairSlots, PrefixWarmup, max_in_flight
 from service.settings import Settings
 
+if TYPE_CHECKING:
+    from opentelemetry.sdk.trace import TracerProvider
+
 log = logging.getLogger("medix.app")
 
 
-def make_judge(settings: Settings) -> JudgeBackend:
+def make_judge(settings: Settings, tracer_provider: TracerProvider | None = None) -> JudgeBackend:
     if settings.judge_backend == "openai":
         urls = settings.judge_server_urls
         if not urls:
@@ -35,7 +40,9 @@ def make_judge(settings: Settings) -> JudgeBackend:
 
         key = settings.judge_api_key.get_secret_value() if settings.judge_api_key else None
         return OpenAIJudge(urls, settings.judge_model, key, settings.judge_timeout_s,
-                           max_connections=max_in_flight(settings.judge_concurrency))
+                           max_connections=max_in_flight(settings.judge_concurrency),
+                           routing=settings.judge_routing, affinity_slack=settings.judge_affinity_slack,
+                           tracer_provider=tracer_provider)
     from service.backends.judge_vllm import VLLMJudge
 
     model_dir = settings.judge_model or str(settings.local_judge_dir)
@@ -45,10 +52,11 @@ def make_judge(settings: Settings) -> JudgeBackend:
                      enforce_eager=settings.vllm_enforce_eager, memory_fraction=settings.vllm_memory_fraction,
                      served_name=None if settings.judge_model else "smollm2-135m-instruct",
                      dtype=dtype, dtype_reason=why,
-                     max_num_seqs=cpu.engine_max_num_seqs(settings.vllm_max_num_seqs, cpu.has_gpu()))
+                     max_num_seqs=cpu.engine_max_num_seqs(settings.vllm_max_num_seqs, cpu.has_gpu()),
+                     block_size=cpu.engine_block_size(settings.vllm_block_size, cpu.has_gpu()))
 
 
-def make_embedder(settings: Settings, metrics: Metrics) -> Embedder:
+def make_embedder(settings: Settings, metrics: Metrics, tracer_provider: TracerProvider | None = None) -> Embedder:
     if settings.embed_backend == "openai":
         if not settings.embed_url:
             raise ValueError("MEDIX_EMBED_URL is required with MEDIX_EMBED_BACKEND=openai")
@@ -56,7 +64,7 @@ def make_embedder(settings: Settings, metrics: Metrics) -> Embedder:
 
         key = settings.embed_api_key.get_secret_value() if settings.embed_api_key else None
         return OpenAIEmbedder(settings.embed_url, settings.embed_model, key, settings.embed_timeout_s,
-                              max_batch=settings.embed_batch_size)
+                              max_batch=settings.embed_batch_size, tracer_provider=tracer_provider)
     from service.backends.embed_st import SentenceTransformerEmbedder
 
     return SentenceTransformerEmbedder(settings.embed_model, device=settings.embed_device,
@@ -87,7 +95,7 @@ def make_keyring(settings: Settings) -> KeyRing:
 
 async def init_app_state(state: Any, settings: Settings, metrics: Metrics, closing: AsyncExitStack, *,
                          judge: JudgeBackend | None = None, embedder: Embedder | None = None,
-                         cache_store: CacheStore | None = None) -> None:
+                         cache_store: CacheStore | None = None, tracer_provider: TracerProvider | None = None) -> None:
     """Open the backends and cache, and put the scorer, evaluator and rate limiter on `state`.
 
     Everything opened is registered on `closing`. Backends given here replace the ones the settings describe.
@@ -96,8 +104,8 @@ async def init_app_state(state: Any, settings: Settings, metrics: Metrics, closi
     in_process = settings.judge_backend == "vllm"
     if in_process:
         cpu.prepare_engine_env(cores)
-    judge = judge or make_judge(settings)
-    embedder = embedder or make_embedder(settings, metrics)
+    judge = judge or make_judge(settings, tracer_provider)
+    embedder = embedder or make_embedder(settings, metrics, tracer_provider)
     cache = make_cache(settings, metrics, cache_store)
     closing.push_async_callback(cache.close)
     closing.push_async_callback(judge.close)
@@ -111,6 +119,7 @@ async def init_app_state(state: Any, settings: Settings, metrics: Metrics, closi
     def slot_waited(tenant: str, seconds: float) -> None:
         metrics.tenant_queue_wait.labels(tenant).observe(seconds)
         metrics.phase_duration.labels("judge_queue").observe(seconds)
+        tracing.span_since("judge_queue", seconds)
 
     judge_slots = FairSlots(settings.judge_concurrency, weights=key_weights(settings), on_wait=slot_waited,
                             on_depth=lambda tenant, depth: metrics.tenant_queue_depth.labels(tenant).set(depth))
@@ -148,18 +157,27 @@ async def init_app_state(state: Any, settings: Settings, metrics: Metrics, closi
 
 def build_app(settings: Settings | None = None, *, judge: JudgeBackend | None = None,
               embedder: Embedder | None = None, cache_store: CacheStore | None = None,
-              metrics: Metrics | None = None) -> Any:
+              metrics: Metrics | None = None, tracer_provider: TracerProvider | None = None) -> Any:
     """The app (a FastAPI app, made by service/api/server.py): routes, error handlers and the request guard. Its
     state (backends, scorer, evaluator) is made by `init_app_state` when the lifespan starts, and closed when it
     ends."""
     settings = settings or Settings()
     metrics = metrics or Metrics()
+    # Tracing on: the app's own provider (never made global), given or made from the settings (api/tracing.py).
+    if tracer_provider is None and settings.tracing_on:
+        tracer_provider = make_provider(settings)
+        where = settings.otel_exporter_otlp_traces_endpoint or settings.otel_exporter_otlp_endpoint or "localhost"
+        log.info("tracing on: spans to %s", ", ".join(f"{e} at {redact(where)}" if e == "otlp" else e
+                                                      for e in settings.trace_exporters) or "nowhere")
 
     @asynccontextmanager
     async def lifespan(app: Any) -> AsyncIterator[None]:
         async with AsyncExitStack() as closing:
+            if tracer_provider is not None:  # the spans still queued are exported before the process ends
+                closing.callback(tracer_provider.shutdown)
             await init_app_state(app.state, settings, metrics, closing, judge=judge, embedder=embedder,
-                                 cache_store=cache_store)
+                                 cache_store=cache_store, tracer_provider=tracer_provider)
             yield
 
-    return create_api(settings, metrics, Admission(settings, metrics), make_keyring(settings), lifespan)
+    return create_api(settings, metrics, Admission(settings, metrics), make_keyring(settings), lifespan,
+                      tracer_provider)

@@ -51,7 +51,7 @@ def configure_logging(settings: Settings) -> None:
 
 def settings_table() -> str:
     """Every setting, grouped by concern, as Markdown tables: variable, default, meaning; then the renamed ones."""
-    from service.settings import DEPRECATED_ENV, GROUPS
+    from service.settings import DEPRECATED_ENV, GROUPS, env_names
 
     out = []
     for title, names in GROUPS:
@@ -60,7 +60,8 @@ def settings_table() -> str:
             field = Settings.model_fields[name]
             default = "~/.cache/medix/models" if name == "model_dir" else field.get_default(call_default_factory=True)
             shown = "unset" if default is None else ("" if default == [] else default)
-            out.append(f"| `MEDIX_{name.upper()}` | `{shown}` | {field.description} |")
+            names = " or ".join(f"`{n}`" for n in env_names(name))
+            out.append(f"| {names} | `{shown}` | {field.description} |")
         out.append("")
     out += ["### Renamed (the old name still works and logs a deprecation warning)", "",
             "| old variable | new variable |", "| --- | --- |"]
@@ -112,14 +113,19 @@ def judge_server(
     dtype: Annotated[str | None, typer.Option(
         help="auto, float32, bfloat16 or float16 (default MEDIX_JUDGE_DTYPE). auto: bf16 where the hardware "
         "computes it natively, float32 on other CPUs.")] = None,
+    block_size: Annotated[int | None, typer.Option(
+        help="Tokens per KV-cache block (default MEDIX_VLLM_BLOCK_SIZE; unset: 32 on a CPU, vLLM's default on a "
+        "GPU).")] = None,
 ) -> None:
     """Start a local vLLM OpenAI-compatible server on the local judge model (pinned to MEDIX_ENGINE_CPUS)."""
     from service.engine import cpu
     from service.engine.local_models import ModelPrepError, prepare_judge
 
     settings = Settings()
+    gpu = cpu.has_gpu()
     try:
         chosen, why = cpu.engine_dtype(dtype or settings.judge_dtype)
+        blocks = cpu.engine_block_size(block_size or settings.vllm_block_size, gpu)
     except ValueError as exc:
         typer.echo(str(exc), err=True)
         raise typer.Exit(2) from exc
@@ -134,9 +140,12 @@ def judge_server(
             "--gpu-memory-utilization", str(settings.vllm_memory_fraction), "--dtype", chosen]
     # Priority scheduling: the service sends each call's tenant priority (see service/runtime/scheduling.py).
     argv += ["--scheduling-policy", "priority"]
-    seqs = cpu.engine_max_num_seqs(settings.vllm_max_num_seqs, cpu.has_gpu())
+    seqs = cpu.engine_max_num_seqs(settings.vllm_max_num_seqs, gpu)
     argv += ["--max-num-seqs", str(seqs)] if seqs else []
-    typer.echo(f"judge engine dtype: {chosen} ({why}); CPU: {cpu.cpu_summary()}", err=True)
+    # The verdict prompt's shared part is reused only in whole KV blocks (service/engine/cpu.py).
+    argv += ["--block-size", str(blocks)] if blocks else []
+    typer.echo(f"judge engine dtype: {chosen} ({why}); KV block: {blocks or 'vLLM default'} tokens; "
+               f"CPU: {cpu.cpu_summary()}", err=True)
     if eager:
         argv.append("--enforce-eager")
     cores = cpu.engine_cores(settings.engine_cpus)
@@ -165,6 +174,9 @@ def bench(
     json_out: Annotated[Path | None, typer.Option("--json", help="Also write the numbers here.")] = None,
     dtype: Annotated[str | None, typer.Option(
         help="dtype of the judge server the bench starts (default MEDIX_JUDGE_DTYPE, auto).")] = None,
+    block_size: Annotated[int | None, typer.Option(
+        help="KV-cache block size of the judge server the bench starts (default MEDIX_VLLM_BLOCK_SIZE; unset: 32 "
+        "on a CPU).")] = None,
     engine_pairs: Annotated[int, typer.Option(
         help="Verdicts per run of the engine check (one at a time, 16 at once, per path and prompt length); "
         "0 skips it.")] = 64,
@@ -173,7 +185,21 @@ def bench(
         help="Comma-separated sections: engine (engine check), baseline (published one-at-a-time reward vs the "
         "service, cold and warm), limit (the batch's judge calls straight at the engine vs the service, with "
         "per-phase times), per-sample (one request per item vs one batch), fairness (a small tenant beside a "
-        "large one's burst).")] = ",".join(("engine", "baseline", "limit", "per-sample", "fairness")),
+        "large one's burst), tracing (the cold and warm batch with OpenTelemetry tracing off and on, side by side; not "
+        "in the default), replicas (the cold batch over two judge servers, routed least busy and by prompt prefix, "
+        "with each replica's prefix-cache hits; not in the default), capacity (items/s one service core sustains "
+        "against a simulated GPU judge at --capacity-rates; needs no judge server; not in the default).")]
+    = ",".join(("engine", "baseline", "limit", "per-sample", "fairness")),
+    capacity_items: Annotated[int, typer.Option(
+        help="capacity: distinct judged items in the cold batch.")] = 1432,
+    capacity_rates: Annotated[str, typer.Option(
+        help="capacity: the simulated judge's prompt tokens per second, comma-separated (k = thousand).")]
+    = "15000,60000,240000",
+    capacity_embed_rate: Annotated[float, typer.Option(
+        help="capacity: the simulated embedder's tokens per second.")] = 1_000_000.0,
+    capacity_repeats: Annotated[int, typer.Option(help="capacity: cold batches per rate.")] = 3,
+    capacity_profile: Annotated[Path | None, typer.Option(
+        help="capacity: profile the service at the highest rate and write the profile here.")] = None,
 ) -> None:
     """Baseline (one item at a time, as published) vs the service's /reward, cold and warm, same judge server;
     first an engine check: verdicts per second one at a time and 16 at once, and what a prompt token costs."""
@@ -181,18 +207,26 @@ def bench(
 
     from rich.console import Console
 
+    from service.bench.capacity import CapacityOptions, parse_rates
     from service.bench.main import MODES, report, run_bench
 
     chosen = tuple(m.strip() for m in modes.split(",") if m.strip())
     unknown = sorted(set(chosen) - set(MODES))
     if unknown:
         raise typer.BadParameter(f"unknown {', '.join(unknown)}; known: {', '.join(MODES)}", param_hint="--modes")
+    try:
+        capacity = CapacityOptions(items=capacity_items, rates=parse_rates(capacity_rates),
+                                   embed_tokens_per_s=capacity_embed_rate, repeats=capacity_repeats,
+                                   profile=capacity_profile)
+    except ValueError as exc:
+        raise typer.BadParameter(str(exc), param_hint="--capacity-rates") from exc
 
     logging.basicConfig(level=logging.WARNING)
     console = Console(stderr=True)
     r = run_bench(data=data, questions=questions, samples=samples, seed=seed, judge_url=judge_url, eager=eager,
                   warm_repeats=warm_repeats, cold_repeats=cold_repeats, port=port, log=console.print, dtype=dtype,
-                  engine_pairs=engine_pairs, prompt_cost=prompt_cost, modes=chosen)
+                  engine_pairs=engine_pairs, prompt_cost=prompt_cost, modes=chosen, block_size=block_size,
+                  capacity_options=capacity)
     if json_out:
         json_out.write_text(json.dumps(r, indent=2))
     if not report(r, typer.echo, Console().print):

@@ -9,7 +9,7 @@ import warnings
 from pathlib import Path
 from typing import Annotated, Any, Literal
 
-from pydantic import Field, SecretStr, field_validator, model_validator
+from pydantic import AliasChoices, Field, SecretStr, field_validator, model_validator
 from pydantic.fields import FieldInfo
 from pydantic_settings import BaseSettings, NoDecode, PydanticBaseSettingsSource, SettingsConfigDict
 
@@ -23,6 +23,9 @@ DEPRECATED_ENV = {
     "MEDIX_JUDGE_MAX_ANSWER_CHARS": "verdict_max_answer_chars",
     "MEDIX_JUDGE_TASK_RUBRICS": "eval_task_rubrics",
 }
+
+
+TRACE_EXPORTERS = {"otlp", "console", "none"}
 
 
 def _default_model_dir() -> Path:
@@ -56,7 +59,8 @@ class Settings(BaseSettings):
     backend (server or engine), `verdict_*` the YES/NO question of /reward, `eval_*` the /judge evaluation,
     `embed_*` the embedder, `redis_*`/`cache_*` the cache."""
 
-    model_config = SettingsConfigDict(env_prefix="MEDIX_", env_file=None, extra="ignore")
+    # populate_by_name: the OTEL_* settings are read from their standard names and still set by field name in code.
+    model_config = SettingsConfigDict(env_prefix="MEDIX_", env_file=None, extra="ignore", populate_by_name=True)
 
     @classmethod
     def settings_customise_sources(
@@ -87,9 +91,18 @@ class Settings(BaseSettings):
     )
     judge_urls: Annotated[list[str], NoDecode] = Field(
         default_factory=list,
-        description="Several judge replicas (base URLs ending in /v1): balanced round robin, failing over on "
-        "retries. Adds to MEDIX_JUDGE_URL.",
+        description="Several judge replicas (base URLs ending in /v1), routed by MEDIX_JUDGE_ROUTING; a replica "
+        "that failed a call rests 2 s, so that the retry goes to another. Adds to MEDIX_JUDGE_URL.",
     )
+    judge_routing: Literal["affinity", "least_busy"] = Field(
+        "affinity", description="How calls are spread over several judge replicas. `affinity`: a verdict goes to "
+        "the replica its prompt up to the candidate hashes to (the fixed instructions and what its GRPO group "
+        "shares), whose prefix cache then holds that part, unless that replica has more than "
+        "MEDIX_JUDGE_AFFINITY_SLACK calls in flight beyond the least busy one; other calls go to the least busy. "
+        "`least_busy`: every call to the replica with the fewest in flight.")
+    judge_affinity_slack: int = Field(
+        32, ge=0, description="Calls in flight by which a verdict's own replica may exceed the least busy one before "
+        "the verdict goes to the least busy instead (MEDIX_JUDGE_ROUTING=affinity).")
     judge_model: str | None = Field(
         None,
         description="`openai`: the served model name (asked from /v1/models when unset). "
@@ -109,6 +122,11 @@ class Settings(BaseSettings):
     vllm_max_num_seqs: int | None = Field(
         None, ge=1, description="Requests the judge engine (in-process or `medix-reward judge-server`) runs at "
         "once; the rest wait in its queue, ordered by tenant priority. Unset: 32 on a CPU, vLLM's default on a GPU.")
+    vllm_block_size: int | None = Field(
+        None, ge=1, description="Tokens per KV-cache block of the judge engine (in-process or `medix-reward "
+        "judge-server`): vLLM reuses a cached prompt prefix only in whole blocks. Unset: 32 on a CPU (vLLM's CPU "
+        "default of 128 is longer than the verdict prompt's shared part, which would then be recomputed on every "
+        "cold verdict; a multiple of 32 is required there), vLLM's default on a GPU.")
     vllm_enforce_eager: bool = Field(
         True, description="Skip torch.compile in the in-process engine: starts in ~30 s instead of ~90 s."
     )
@@ -236,10 +254,46 @@ class Settings(BaseSettings):
     breaker_failures: int = Field(5, ge=1, description="Consecutive failed backend calls that open its circuit.")
     breaker_open_s: float = Field(10.0, gt=0, description="How long an open circuit refuses calls before a probe.")
 
+    # --- Tracing (OpenTelemetry) -------------------------------------------------------------
+    # Read here from OpenTelemetry's own names, as every OpenTelemetry SDK reads them. The SDK itself reads the
+    # rest of its standard variables (OTEL_SERVICE_NAME, OTEL_RESOURCE_ATTRIBUTES, OTEL_TRACES_SAMPLER[_ARG],
+    # OTEL_EXPORTER_OTLP_HEADERS, ..._TIMEOUT, ..._CERTIFICATE, OTEL_BSP_*), which decide nothing here.
+    tracing: bool | None = Field(
+        None, description="OpenTelemetry traces of requests: `true` on, `false` off; unset: on when "
+        "OTEL_TRACES_EXPORTER names an exporter or an OTLP endpoint is set (below). Sampling, the service name "
+        "(default `medix-reward`) and the exporter's headers and timeouts come from OpenTelemetry's standard "
+        "variables (docs/operations.md).")
+    otel_sdk_disabled: bool = Field(
+        False, validation_alias="OTEL_SDK_DISABLED", description="`true`: no tracing, whatever else is set.")
+    otel_traces_exporter: str | None = Field(
+        None, validation_alias="OTEL_TRACES_EXPORTER", description="Where spans go: `otlp`, `console` (standard "
+        "output), `none`, or several comma-separated; unset: `otlp` (when tracing is on).")
+    otel_exporter_otlp_endpoint: str | None = Field(
+        None, validation_alias="OTEL_EXPORTER_OTLP_ENDPOINT", description="The OTLP collector's base URL, e.g. "
+        "`http://otel-collector:4317` (grpc) or `http://otel-collector:4318` (http/protobuf, `/v1/traces` "
+        "appended); unset: the exporter's default on localhost.")
+    otel_exporter_otlp_traces_endpoint: str | None = Field(
+        None, validation_alias="OTEL_EXPORTER_OTLP_TRACES_ENDPOINT", description="The endpoint of traces alone, "
+        "used as given; wins over OTEL_EXPORTER_OTLP_ENDPOINT.")
+    otel_exporter_otlp_protocol: Literal["grpc", "http/protobuf"] = Field(
+        "grpc", validation_alias=AliasChoices("OTEL_EXPORTER_OTLP_TRACES_PROTOCOL", "OTEL_EXPORTER_OTLP_PROTOCOL"),
+        description="OTLP over `grpc` or `http/protobuf` (the first variable set wins).")
+
     # --- Models on disk ------------------------------------------------------------------------
     model_dir: Path = Field(
         default_factory=_default_model_dir, description="Where `models prepare` writes the local judge model."
     )
+
+    @field_validator("otel_traces_exporter")
+    @classmethod
+    def _exporters(cls, v: str | None) -> str | None:
+        if v is None:
+            return None
+        names = [n.strip().lower() for n in v.split(",") if n.strip()]
+        unknown = sorted(set(names) - TRACE_EXPORTERS)
+        if unknown:
+            raise ValueError(f"unknown trace exporter(s) {unknown}; known: {', '.join(sorted(TRACE_EXPORTERS))}")
+        return ",".join(names) or None
 
     @field_validator("api_keys", "judge_urls", mode="before")
     @classmethod
@@ -271,6 +325,23 @@ class Settings(BaseSettings):
         return list(dict.fromkeys(([self.judge_url] if self.judge_url else []) + self.judge_urls))
 
     @property
+    def tracing_on(self) -> bool:
+        """MEDIX_TRACING when set; else on when the OpenTelemetry environment names an exporter or an endpoint.
+        OTEL_SDK_DISABLED=true wins over both."""
+        if self.otel_sdk_disabled:
+            return False
+        if self.tracing is not None:
+            return self.tracing
+        if self.otel_traces_exporter:
+            return self.otel_traces_exporter != "none"
+        return bool(self.otel_exporter_otlp_endpoint or self.otel_exporter_otlp_traces_endpoint)
+
+    @property
+    def trace_exporters(self) -> list[str]:
+        """The exporters spans go to (none: traced, trace ids in headers and logs, nothing exported)."""
+        return [n for n in (self.otel_traces_exporter or "otlp").split(",") if n != "none"]
+
+    @property
     def local_judge_dir(self) -> Path:
         return self.model_dir / "smollm2-135m-instruct"
 
@@ -279,9 +350,10 @@ class Settings(BaseSettings):
 GROUPS: tuple[tuple[str, tuple[str, ...]], ...] = (
     ("HTTP server", ("host", "port", "log_level", "log_json", "default_profile", "shutdown_grace_s")),
     ("Judge backend (server or in-process engine)",
-     ("judge_backend", "judge_url", "judge_urls", "judge_model", "judge_api_key", "judge_timeout_s", "judge_retries",
-      "judge_backoff_s", "judge_concurrency", "vllm_max_model_len", "vllm_max_num_seqs", "vllm_enforce_eager",
-      "vllm_memory_fraction", "judge_dtype", "engine_cpus", "pin_service")),
+     ("judge_backend", "judge_url", "judge_urls", "judge_routing", "judge_affinity_slack", "judge_model",
+      "judge_api_key", "judge_timeout_s", "judge_retries", "judge_backoff_s", "judge_concurrency",
+      "vllm_max_model_len", "vllm_max_num_seqs", "vllm_block_size", "vllm_enforce_eager", "vllm_memory_fraction",
+      "judge_dtype", "engine_cpus", "pin_service")),
     ("Reward verdict (/reward's YES/NO question)",
      ("verdict_prompt_file", "verdict_max_tokens", "verdict_top_logprobs", "verdict_max_answer_chars",
       "verdict_prefix_warm_s")),
@@ -294,5 +366,17 @@ GROUPS: tuple[tuple[str, tuple[str, ...]], ...] = (
                 "max_inflight_requests", "max_inflight_items", "max_text_chars", "retry_after_s")),
     ("Protection", ("api_keys", "api_keys_file", "metrics_key", "rm_tenant", "rate_limit_items_per_s",
                     "rate_limit_burst", "breaker_failures", "breaker_open_s")),
+    ("Tracing (OpenTelemetry)", ("tracing", "otel_sdk_disabled", "otel_traces_exporter", "otel_exporter_otlp_endpoint",
+                                 "otel_exporter_otlp_traces_endpoint", "otel_exporter_otlp_protocol")),
     ("Models on disk", ("model_dir",)),
 )
+
+
+def env_names(field: str) -> list[str]:
+    """The environment variable(s) a setting is read from: MEDIX_<NAME>, or OpenTelemetry's standard name(s)."""
+    alias = Settings.model_fields[field].validation_alias
+    if isinstance(alias, str):
+        return [alias]
+    if isinstance(alias, AliasChoices):
+        return [str(c) for c in alias.choices]
+    return [f"MEDIX_{field.upper()}"]

@@ -11,6 +11,7 @@ from typing import Any
 from fastapi import Request
 from pydantic import BaseModel
 
+from service.runtime import tracing
 from service.runtime.exceptions import InvalidRequest, Overloaded
 from service.runtime.metrics import Metrics
 from service.runtime.ratelimit import RateLimiter
@@ -123,7 +124,9 @@ class Admission:
         await self._charge(tenant, n_items * calls_per_item, list_param)
         # Read again after the await: other requests of the tenant may have come or gone meanwhile.
         self._items[tenant] = self._items.get(tenant, 0) + n_items
-        self._metrics.phase_duration.labels("admission").observe(time.perf_counter() - start)
+        waited = time.perf_counter() - start
+        self._metrics.phase_duration.labels("admission").observe(waited)
+        tracing.span_since("admission", waited)
         try:
             yield tenant
         finally:

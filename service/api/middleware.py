@@ -9,13 +9,15 @@ import time
 import uuid
 from typing import Any
 
+from opentelemetry import trace
+from opentelemetry.trace import Span, Tracer, format_trace_id
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from service.api.admission import Admission, BodyBytes
 from service.api.auth import KeyRing
 from service.api.body import JSON_ELEMENTS_PER_ITEM, RELEASE_BODY_BYTES, ElementCount, is_json
 from service.api.errors import core_error_response, error_response
-from service.runtime import phases
+from service.runtime import phases, tracing, usage
 from service.runtime.exceptions import Overloaded
 from service.runtime.metrics import Metrics
 from service.runtime.scheduling import ANONYMOUS
@@ -58,7 +60,8 @@ class RequestGuard:
     def __init__(self, app: ASGIApp, *, metrics: Metrics, admission: Admission, max_body_bytes: int,
                  retry_after_s: int, keys: KeyRing | None = None, metrics_key: str | None = None,
                  log_json: bool = True, body_read_timeout_s: float = 30.0,
-                 max_json_elements: int | None = None, keyless_tenants: dict[str, str] | None = None) -> None:
+                 max_json_elements: int | None = None, keyless_tenants: dict[str, str] | None = None,
+                 tracer: Tracer | None = None) -> None:
         self.app = app
         self.metrics = metrics
         self.admission = admission
@@ -72,6 +75,8 @@ class RequestGuard:
         # With keys set: the paths a request with no Authorization header at all is served on, and as which tenant
         # (slime's /rm, which cannot send a header; MEDIX_RM_TENANT). A wrong key is still a 401 there.
         self.keyless = dict(keyless_tenants or {})
+        # Tracing on: the tracer of the spans below each request's own (which the instrumentation outside makes).
+        self.tracer = tracer
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] != "http":
@@ -87,13 +92,22 @@ class RequestGuard:
         phases.request_id.set(request_id)
         status = 500
         start = time.perf_counter()
+        span, trace_id, traced = self._trace()
 
         async def send_with_id(message: Message) -> None:
             nonlocal status
             if message["type"] == "http.response.start":
                 status = message["status"]
                 message.setdefault("headers", [])
-                message["headers"] = [*message["headers"], (b"x-request-id", request_id.encode())]
+                extra = [(b"x-request-id", request_id.encode())]
+                if trace_id:  # where to find this request in the trace viewer
+                    extra.append((b"x-trace-id", trace_id.encode()))
+                spent = scope["state"].get("usage")
+                if spent is not None:  # the judge and embedding tokens this request used
+                    extra.append((b"x-medix-usage", spent.header().encode()))
+                message["headers"] = [*message["headers"], *extra]
+                if span is not None:  # before the instrumentation ends the span with the response
+                    self._annotate(span, scope, request_id, spent)
             await send(message)
 
         try:
@@ -103,12 +117,40 @@ class RequestGuard:
             elapsed = time.perf_counter() - start
             self.metrics.requests.labels(route, str(status)).inc()
             self.metrics.request_duration.labels(route).observe(elapsed)
+            spent = scope["state"].get("usage")
+            if traced is not None:
+                tracing.TRACER.reset(traced)
             if self.log_json:
                 access_log.info("request", extra={
                     "request_id": request_id, "method": scope.get("method"), "route": route, "status": status,
                     "duration_ms": round(elapsed * 1000, 2), "key": scope["state"].get("key_name"),
-                    "items": scope["state"].get("items"),
+                    "items": scope["state"].get("items"), "trace_id": trace_id,
+                    "usage": spent.counts() if spent is not None else None,
                 })
+
+    def _trace(self) -> tuple[Span | None, str | None, Any]:
+        """With tracing on: the request's span (made by the instrumentation around this guard), its trace id when
+        it is sampled (none otherwise: it would be found nowhere), and the token that set this request's tracer for
+        the spans below."""
+        if self.tracer is None:
+            return None, None, None
+        span = trace.get_current_span()
+        context = span.get_span_context()
+        trace_id = format_trace_id(context.trace_id) if context.is_valid and context.trace_flags.sampled else None
+        return span if span.is_recording() else None, trace_id, tracing.TRACER.set(self.tracer)
+
+    @staticmethod
+    def _annotate(span: Span, scope: Scope, request_id: str, spent: usage.Usage | None) -> None:
+        """The request's span gets its id, tenant (the key's name, never the key), items and usage."""
+        attributes: dict[str, Any] = {"medix.request_id": request_id}
+        tenant = spent.tenant if spent is not None else scope["state"].get("key_name")
+        if tenant:
+            attributes["medix.tenant"] = tenant
+        if scope["state"].get("items") is not None:
+            attributes["medix.items"] = scope["state"]["items"]
+        if spent is not None:
+            attributes.update({f"medix.{k}": v for k, v in spent.counts().items()})
+        span.set_attributes(attributes)
 
     async def _refuse(self, scope: Scope, receive: Receive, send: Send, status: int, type_: str, message: str,
                       param: str | None = None, retry_after: int | None = None, auth: bool = False,
@@ -153,6 +195,16 @@ class RequestGuard:
                                f"body of {length} bytes is over the limit of {self.max_body}", "body")
             return None
         tenant = scope["state"].get("key_name") or ANONYMOUS
+        # The judge and embedding work of this request, counted for its tenant and route as the backends reply.
+        spent = scope["state"]["usage"] = usage.Usage(tenant, path, self.metrics)
+        counting = usage.CURRENT.set(spent)
+        try:
+            return await self._admitted(scope, receive, send, length, tenant)
+        finally:
+            usage.CURRENT.reset(counting)
+
+    async def _admitted(self, scope: Scope, receive: Receive, send: Send, length: int | None,
+                        tenant: str) -> str | None:
         try:
             release = self.admission.hold_request(tenant)
         except Overloaded as exc:

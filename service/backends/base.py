@@ -17,6 +17,7 @@ from service.backends.breaker import CircuitBreaker
 from service.runtime.cache import UNRESOLVED_MODEL as UNRESOLVED_MODEL
 from service.runtime.exceptions import BackendUnavailable, InputRejected
 from service.runtime.metrics import Metrics
+from service.runtime.scheduling import CALL_AFFINITY as CALL_AFFINITY
 from service.runtime.scheduling import CALL_PRIORITY as CALL_PRIORITY
 
 T = TypeVar("T")
@@ -228,7 +229,8 @@ async def call_backend(
                 await asyncio.sleep(delay * (0.5 + random.random()))
             start = time.perf_counter()
             try:
-                result = await asyncio.wait_for(fn(), policy.timeout_s)
+                async with asyncio.timeout(policy.timeout_s):  # in this task: wait_for would make one per attempt
+                    result = await fn()
             except TimeoutError:
                 failed_attempts += 1
                 metrics.backend_requests.labels(kind, "timeout").inc()

@@ -12,10 +12,12 @@ from typing import Any
 
 import httpx
 import numpy as np
+from opentelemetry.trace import TracerProvider
 
 from service.backends.base import UNRESOLVED_MODEL, PermanentBackendError, TransientBackendError
-from service.backends.http import auth_headers, raise_for_status
+from service.backends.http import auth_headers, raise_for_status, traced
 from service.backends.replies import Embeddings, ModelList, TEIInfo, embedding_matrix, read
+from service.runtime.usage import embed_reply
 
 OPENAI = "openai"  # GET <url>/models answers (vLLM, most OpenAI-compatible servers)
 TEI = "tei"  # no /models; GET /info and GET /health at the root (Hugging Face text-embeddings-inference)
@@ -25,7 +27,8 @@ class OpenAIEmbedder:
     name = "openai"
 
     def __init__(self, base_url: str, model: str | None, api_key: str | None, timeout_s: float,
-                 max_batch: int, transport: httpx.AsyncBaseTransport | None = None) -> None:
+                 max_batch: int, transport: httpx.AsyncBaseTransport | None = None,
+                 tracer_provider: TracerProvider | None = None) -> None:
         self._base_url = base_url.rstrip("/")
         # TEI's /info and /health sit at the server's root, beside /v1.
         self._root = self._base_url.removesuffix("/v1")
@@ -34,6 +37,7 @@ class OpenAIEmbedder:
         self._server: str | None = None  # learned at the first health check: OPENAI or TEI
         self._client = httpx.AsyncClient(base_url=self._base_url, headers=auth_headers(api_key), transport=transport,
                                          timeout=httpx.Timeout(timeout_s, connect=min(5.0, timeout_s)))
+        traced([self._client], tracer_provider)
 
     @property
     def model_id(self) -> str:
@@ -103,8 +107,9 @@ class OpenAIEmbedder:
                 raise TransientBackendError(f"cannot reach {self._base_url}: {exc!r}") from exc
             raise_for_status(resp, "POST /embeddings")
             # One float vector per input, of one length, all finite: anything else is the server's failure.
-            chunks.append(embedding_matrix(read(Embeddings, resp, "POST /embeddings").data, len(chunk),
-                                           "POST /embeddings"))
+            reply = read(Embeddings, resp, "POST /embeddings")
+            embed_reply(reply.tokens)
+            chunks.append(embedding_matrix(reply.data, len(chunk), "POST /embeddings"))
         if not chunks:
             return np.zeros((0, 0), np.float32)
         if len({c.shape[1] for c in chunks}) != 1:

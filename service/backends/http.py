@@ -2,14 +2,32 @@
 
 from __future__ import annotations
 
+from collections.abc import Iterable
+
 import httpx
+from opentelemetry.trace import TracerProvider
 
 from service.backends.base import PermanentBackendError, TransientBackendError
 from service.runtime.exceptions import InputRejected
+from service.runtime.tracing import ChildSpansOnly
 
 
 def auth_headers(api_key: str | None) -> dict[str, str]:
     return {"Authorization": f"Bearer {api_key}"} if api_key else {}
+
+
+def traced(clients: Iterable[httpx.AsyncClient], provider: TracerProvider | None) -> None:
+    """With a provider (tracing on): each call of these clients made for a traced request is a span of its trace,
+    and the W3C trace context goes to the server, so that a judge or embeddings server that traces (vLLM with
+    --otlp-traces-endpoint) joins the request's trace. Calls made outside a request start no trace."""
+    if provider is None:
+        return
+    from opentelemetry.instrumentation.httpx import HTTPXClientInstrumentor
+    from opentelemetry.metrics import NoOpMeterProvider
+
+    for client in clients:  # spans only: the backends' metrics are Prometheus's (medix_backend_*)
+        HTTPXClientInstrumentor.instrument_client(client, tracer_provider=ChildSpansOnly(provider),
+                                                  meter_provider=NoOpMeterProvider())
 
 
 def raise_for_status(resp: httpx.Response, what: str) -> None:

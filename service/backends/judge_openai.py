@@ -1,8 +1,10 @@
-"""Judge on OpenAI-compatible chat servers, first of all vLLM servers; several replicas are balanced."""
+"""Judge on OpenAI-compatible chat servers, first of all vLLM servers; several replicas are balanced, calls that
+share a prompt prefix kept on one replica."""
 
 from __future__ import annotations
 
 import asyncio
+import hashlib
 import itertools
 import logging
 import time
@@ -10,9 +12,11 @@ from collections.abc import Sequence
 from typing import Any
 
 import httpx
+from opentelemetry.trace import TracerProvider
 
 from clients.http import PooledAsyncClient
 from service.backends.base import (
+    CALL_AFFINITY,
     CALL_PRIORITY,
     DEFAULT_CHOICES,
     PROBE_MESSAGES,
@@ -26,24 +30,34 @@ from service.backends.base import (
     plan_verdict,
     single_step_completion,
 )
-from service.backends.http import auth_headers, raise_for_status
+from service.backends.http import auth_headers, raise_for_status, traced
 from service.backends.replies import ChatCompletion, ModelList, Tokens, read
 from service.runtime.exceptions import InputRejected, redact
+from service.runtime.usage import judge_reply
 
 log = logging.getLogger("medix.judge")
 
 REPLICA_REST_S = 2.0
-# The conversation in which the choices' first tokens are learned and the single-step call is tried once.
+ROUTINGS = ("affinity", "least_busy")
 
 
 class OpenAIJudge:
-    """Round robin over the replicas; a failed call's retry goes to the next one (client-side failover)."""
+    """Calls go to the replica with the fewest in flight, except that a call carrying a prefix key (CALL_AFFINITY:
+    the verdict prompt up to the candidate) goes to the replica that key hashes to (rendezvous hashing: a replica
+    that goes away moves only its own keys), unless that one has more than `affinity_slack` calls in flight beyond
+    the least busy: then the least busy takes it. A replica that failed a call rests a moment, so that the retry
+    goes to another one (client-side failover)."""
 
     name = "openai"
 
     def __init__(self, base_urls: str | list[str], model: str | None, api_key: str | None, timeout_s: float,
                  max_connections: int, *, verdict_choices: Sequence[str] = DEFAULT_CHOICES,
-                 single_step: bool = True, transport: httpx.AsyncBaseTransport | None = None) -> None:
+                 single_step: bool = True, transport: httpx.AsyncBaseTransport | None = None,
+                 routing: str = "affinity", affinity_slack: int = 32,
+                 tracer_provider: TracerProvider | None = None) -> None:
+        if routing not in ROUTINGS:
+            raise ValueError(f"unknown judge routing {routing!r}; one of {', '.join(ROUTINGS)}")
+        self._routing, self._affinity_slack = routing, affinity_slack
         self._urls = [base_urls] if isinstance(base_urls, str) else list(base_urls)
         self._model = model
         self._choices = tuple(verdict_choices)
@@ -57,8 +71,12 @@ class OpenAIJudge:
                               transport=transport, timeout=httpx.Timeout(timeout_s, connect=min(5.0, timeout_s)))
             for url in self._urls
         ]
-        self._turn = itertools.cycle(range(len(self._clients)))
-        self._down_until = [0.0] * len(self._clients)  # a replica that refused a connection rests a moment
+        for client in self._clients:  # each call a span of the request's trace, its context sent on
+            traced(client.clients, tracer_provider)
+        self._turn = itertools.cycle(range(len(self._clients)))  # breaks ties between equally busy replicas
+        self._down_until = [0.0] * len(self._clients)  # a replica that failed a call rests a moment
+        self._in_flight = [0] * len(self._clients)
+        self._seeds = [hashlib.blake2b(url.encode(), digest_size=8).digest() for url in self._urls]
 
     @property
     def model_id(self) -> str:
@@ -115,17 +133,29 @@ class OpenAIJudge:
 
     def describe(self) -> dict[str, Any]:
         plan = self._plan.describe() if self._plan else {"verdict": "not learned yet (no server answered)"}
+        routing = {"routing": self._routing, "calls_in_flight": dict(zip(self._urls, self._in_flight, strict=True))}
         return {"dtype": "set by the judge server (`medix-reward judge-server` prints its choice)",
-                "tenant_priority": "sent" if self._priority_ok else "refused by the server", **plan}
+                "tenant_priority": "sent" if self._priority_ok else "refused by the server",
+                **(routing if len(self._urls) > 1 else {}), **plan}
 
     def _pick(self) -> int:
-        """The next replica in turn that is not resting; the next in turn if all are."""
+        """The replica for the next call: see the class's docstring. Resting replicas are passed over unless all
+        are resting."""
+        n = len(self._clients)
+        if n == 1:
+            return 0
         now = time.monotonic()
-        for _ in range(len(self._clients)):
-            i = next(self._turn)
-            if self._down_until[i] <= now:
-                return i
-        return next(self._turn)
+        up = [i for i in range(n) if self._down_until[i] <= now] or list(range(n))
+        start = next(self._turn)
+        least = min(up, key=lambda i: (self._in_flight[i], (i - start) % n))
+        key = CALL_AFFINITY.get()
+        if key is None or self._routing != "affinity" or len(up) == 1:
+            return least
+        digest = hashlib.blake2b(key.encode(), digest_size=8).digest()
+        preferred = max(up, key=lambda i: hashlib.blake2b(digest, key=self._seeds[i], digest_size=8).digest())
+        if self._in_flight[preferred] - self._in_flight[least] > self._affinity_slack:
+            return least  # the key's replica lags: its prefix cache is worth less than the wait
+        return preferred
 
     async def complete(
         self,
@@ -151,7 +181,9 @@ class OpenAIJudge:
             body["logprobs"] = True
             body["top_logprobs"] = top_logprobs
         resp = await self._post("/chat/completions", body)
-        out = read(ChatCompletion, resp, "the judge").choices[0]
+        reply = read(ChatCompletion, resp, "the judge")
+        judge_reply(*reply.tokens)
+        out = reply.choices[0]
         step = out.first_step
         # A NaN or infinite logprob is no evidence: left out, as if the server had not sent it.
         first = finite_logprobs((t.token, t.logprob) for t in step.top_logprobs or ()) if step else None
@@ -166,6 +198,7 @@ class OpenAIJudge:
         priority = CALL_PRIORITY.get()
         if priority > 0 and self._priority_ok and path == "/chat/completions":
             body = {**body, "priority": priority}
+        self._in_flight[i] += 1
         try:
             resp = await self._clients[i].post(path, json=body)
             if resp.status_code == 400 and "priority" in body and "priorit" in resp.text.lower():
@@ -173,13 +206,23 @@ class OpenAIJudge:
                 log.warning("the judge server does not schedule by priority (vLLM: --scheduling-policy priority): "
                             "tenants share its queue in arrival order; %s", resp.text[:200])
                 resp = await self._clients[i].post(path, json={k: v for k, v in body.items() if k != "priority"})
+            raise_for_status(resp, f"POST {path if path.startswith('http') else self._urls[i] + path}")
         except httpx.TimeoutException as exc:
+            self._rest(i)
             raise TimeoutError(f"{self._urls[i]}: {exc!r}") from exc
         except httpx.TransportError as exc:
-            self._down_until[i] = time.monotonic() + REPLICA_REST_S
+            self._rest(i)
             raise TransientBackendError(f"cannot reach {self._urls[i]}: {exc!r}") from exc
-        raise_for_status(resp, f"POST {path if path.startswith('http') else self._urls[i] + path}")
+        except TransientBackendError:
+            self._rest(i)  # 5xx, 429: the retry goes to another replica, even for a call with a prefix key
+            raise
+        finally:
+            self._in_flight[i] -= 1
         return resp
+
+    def _rest(self, i: int) -> None:
+        if len(self._clients) > 1:
+            self._down_until[i] = time.monotonic() + REPLICA_REST_S
 
     # -- the reward's verdict: one decoding step ------------------------------------------------------------
     def _single_step_body(self, model: str, messages: list[dict[str, str]], plan: VerdictPlan,
@@ -199,7 +242,9 @@ class OpenAIJudge:
     def _read_single_step(resp: httpx.Response) -> tuple[int | None, dict[int, float]]:
         """The emitted token's id and the logprobs by token id, from a reply with `return_tokens_as_token_ids`;
         None as the id when the reply names tokens otherwise (the server ignored the parameter)."""
-        step = read(ChatCompletion, resp, "the judge").choices[0].first_step
+        reply = read(ChatCompletion, resp, "the judge")
+        judge_reply(*reply.tokens)
+        step = reply.choices[0].first_step
         if step is None:
             return None, {}
 

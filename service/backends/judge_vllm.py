@@ -22,6 +22,7 @@ from service.backends.base import (
     single_step_completion,
 )
 from service.runtime.exceptions import InputRejected
+from service.runtime.usage import judge_reply
 
 log = logging.getLogger("medix.judge")
 
@@ -34,9 +35,10 @@ class VLLMJudge:
     def __init__(self, model_dir: str, *, max_model_len: int, enforce_eager: bool, memory_fraction: float,
                  served_name: str | None = None, dtype: str = "auto", dtype_reason: str = "vLLM's default",
                  verdict_choices: Sequence[str] = DEFAULT_CHOICES, single_step: bool = True,
-                 max_num_seqs: int | None = None) -> None:
+                 max_num_seqs: int | None = None, block_size: int | None = None) -> None:
         self._model_dir = model_dir
         self._max_num_seqs = max_num_seqs
+        self._block_size = block_size
         self._served_name = served_name or model_dir
         self._max_model_len = max_model_len
         self._enforce_eager = enforce_eager
@@ -69,6 +71,8 @@ class VLLMJudge:
             disable_log_stats=True,
             scheduling_policy="priority",  # each call carries its tenant's priority (service/runtime/scheduling.py)
             **({"max_num_seqs": self._max_num_seqs} if self._max_num_seqs else {}),
+            # Whole blocks are what the prefix cache reuses: see service/engine/cpu.py engine_block_size.
+            **({"block_size": self._block_size} if self._block_size else {}),
         )
         self._engine = AsyncLLM.from_engine_args(args)
         self._tokenizer = self._engine.get_tokenizer()
@@ -92,7 +96,10 @@ class VLLMJudge:
 
     def describe(self) -> dict[str, Any]:
         plan = self._plan.describe() if self._plan else {"verdict": "not learned yet (engine not started)"}
-        return {"dtype": self._dtype, "dtype_reason": self._dtype_reason, **plan}
+        # The block the engine took (vLLM may override a setting), in which it reuses cached prompt prefixes.
+        config = getattr(self._engine, "vllm_config", None)
+        block = config.cache_config.block_size if config is not None else self._block_size
+        return {"dtype": self._dtype, "dtype_reason": self._dtype_reason, "kv_block_size": block, **plan}
 
     def _chat_ids(self, messages: list[dict[str, str]], reply: str | None = None) -> list[int]:
         """The token ids the model sees: the chat template with the generation prompt, or continuing `reply` as
@@ -130,6 +137,7 @@ class VLLMJudge:
             raise TransientBackendError(f"engine error: {exc!r}") from exc
         if final is None or not final.outputs:
             raise PermanentBackendError("engine returned no output")
+        judge_reply(len(token_ids), len(final.outputs[0].token_ids))  # as a server's `usage` counts them
         return final.outputs[0]
 
     async def complete(

@@ -8,7 +8,7 @@ an exception that escapes as a 500. Numbers are strict: a string where a number 
 
 from __future__ import annotations
 
-from typing import TypeVar
+from typing import Any, TypeVar
 
 import httpx
 import numpy as np
@@ -52,8 +52,20 @@ class Choice(Reply):
         return content[0] if content else None
 
 
+def reported(usage: Any, name: str) -> Any:
+    """`usage.<name>` as the server sent it, unchecked (runtime/usage.py reads it). `usage` is not validated with
+    the reply: a malformed token count is left out of the accounting, it does not fail the verdict."""
+    return usage.get(name) if isinstance(usage, dict) else None
+
+
 class ChatCompletion(Reply):
     choices: list[Choice] = Field(min_length=1)
+    usage: Any = None
+
+    @property
+    def tokens(self) -> tuple[Any, Any]:
+        """(prompt tokens, completion tokens) as reported."""
+        return reported(self.usage, "prompt_tokens"), reported(self.usage, "completion_tokens")
 
 
 # -- the server's own routes ----------------------------------------------------------------------------------
@@ -81,6 +93,11 @@ class Embedding(Reply):
 
 class Embeddings(Reply):
     data: list[Embedding]
+    usage: Any = None  # vLLM reports `prompt_tokens`; TEI may not
+
+    @property
+    def tokens(self) -> Any:
+        return reported(self.usage, "prompt_tokens")
 
 
 def read(model: type[M], resp: httpx.Response, what: str) -> M:

@@ -51,6 +51,63 @@ async def reset_prefix_cache(judge_url: str) -> bool:
     return False
 
 
+PREFIX_COUNTERS = ("vllm:prefix_cache_queries_total", "vllm:prefix_cache_hits_total")
+
+
+async def vllm_counters(judge_url: str) -> dict[str, float] | None:
+    """The vLLM server's counters (each summed over its labels and engines) from its /metrics; None where the
+    server does not answer there."""
+    from prometheus_client.parser import text_string_to_metric_families
+
+    root = judge_url.rstrip("/").removesuffix("/v1")
+    try:
+        async with httpx.AsyncClient(timeout=30) as client:
+            resp = await client.get(f"{root}/metrics")
+        resp.raise_for_status()
+        totals: dict[str, float] = {}
+        for family in text_string_to_metric_families(resp.text):
+            for sample in family.samples:
+                if sample.name.startswith("vllm:") and sample.name.endswith("_total"):
+                    totals[sample.name] = totals.get(sample.name, 0.0) + sample.value
+    except (httpx.HTTPError, ValueError):
+        return None
+    return totals
+
+
+async def prefix_cache_tokens(judge_url: str) -> tuple[float, float] | None:
+    """(prompt tokens looked up, tokens found) in the judge engine's prefix cache so far; None where the server
+    does not report them."""
+    totals = await vllm_counters(judge_url)
+    if totals is None or not all(name in totals for name in PREFIX_COUNTERS):
+        return None
+    return totals[PREFIX_COUNTERS[0]], totals[PREFIX_COUNTERS[1]]
+
+
+@dataclass
+class HitShare:
+    """The share of prompt tokens the engine served from its prefix cache between `start` and `stop`."""
+
+    judge_url: str
+    before: tuple[float, float] | None = None
+    share: float | None = None
+
+    async def start(self) -> None:
+        self.before = await prefix_cache_tokens(self.judge_url)
+
+    async def stop(self) -> float | None:
+        after = await prefix_cache_tokens(self.judge_url)
+        if self.before is not None and after is not None and after[0] > self.before[0]:
+            self.share = (after[1] - self.before[1]) / (after[0] - self.before[0])
+        return self.share
+
+
+def unshared(calls: list[list[dict[str, str]]]) -> list[list[dict[str, str]]]:
+    """The same calls with each system message opened by its own tag: no call finds another's prefix in the
+    engine's cache, so every prompt token is computed (the engine's time per verdict without reuse)."""
+    return [[{**m, "content": f"[call {i}] {m['content']}"} if m["role"] == "system" else m for m in call]
+            for i, call in enumerate(calls)]
+
+
 @dataclass
 class Fresh:
     """Before each run: the service's reward cache cleared and the engine's prefix cache emptied (or kept)."""

@@ -13,13 +13,16 @@ import subprocess
 import sys
 import threading
 import time
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 import httpx
 import numpy as np
+from opentelemetry.exporter.otlp.proto.common.trace_encoder import encode_spans
+from opentelemetry.sdk.trace import ReadableSpan, TracerProvider
+from opentelemetry.sdk.trace.export import BatchSpanProcessor, SpanExporter, SpanExportResult
 
 from clients.datasets import DEFAULT_MIX, grpo_batch, read_jsonl
 from service.backends.base import Completion
@@ -281,9 +284,11 @@ async def engine_check(judge: Any, pairs: list[tuple[str, str]], *, judge_url: s
     return out
 
 
-def start_judge_server(port: int, eager: bool, log: Path, dtype: str | None = None) -> subprocess.Popen[bytes]:
+def start_judge_server(port: int, eager: bool, log: Path, dtype: str | None = None,
+                       block_size: int | None = None) -> subprocess.Popen[bytes]:
     argv = [sys.executable, "-m", "service.cli", "judge-server", "--port", str(port)] + (["--eager"] if eager else [])
     argv += ["--dtype", dtype] if dtype else []
+    argv += ["--block-size", str(block_size)] if block_size else []
     # vLLM's development routes give /reset_prefix_cache: each load run starts from an empty engine cache.
     env = {**os.environ, "VLLM_SERVER_DEV_MODE": "1"}
     return subprocess.Popen(argv, stdout=log.open("wb"), stderr=subprocess.STDOUT, start_new_session=True, env=env)
@@ -304,14 +309,23 @@ def wait_judge(url: str, proc: subprocess.Popen[bytes] | None, timeout: float = 
     raise RuntimeError(f"no judge server at {url}")
 
 
-MODES = ("engine", "baseline", "limit", "per-sample", "fairness")
+MODES = ("engine", "baseline", "limit", "per-sample", "fairness", "tracing", "replicas", "capacity")
 BENCH_KEYS = {"key1": "bench-tenant-a", "key2": "bench-tenant-b"}  # tenants key1 (A) and key2 (B)
 
 
 def run_bench(*, data: Path, questions: int, samples: int, seed: int, judge_url: str | None, eager: bool,
               warm_repeats: int, cold_repeats: int, port: int, log: Callable[[str], None],
               dtype: str | None = None, engine_pairs: int = 64, prompt_cost: bool = True,
-              modes: tuple[str, ...] = MODES) -> dict[str, Any]:
+              modes: tuple[str, ...] = MODES, block_size: int | None = None,
+              capacity_options: Any = None) -> dict[str, Any]:
+    # Against a simulated judge and embedder (service/bench/capacity.py): alone, nothing else is started.
+    capacity_out = None
+    if "capacity" in modes:
+        from service.bench.capacity import run_section
+
+        capacity_out = run_section(data, capacity_options, port=port, seed=seed, log=log)
+        if set(modes) == {"capacity"}:
+            return {"modes": list(modes), "cpu": cpu.cpu_summary(), "capacity": capacity_out}
     from sentence_transformers import SentenceTransformer
 
     from service.backends.embed_st import bundled_model_path
@@ -321,7 +335,10 @@ def run_bench(*, data: Path, questions: int, samples: int, seed: int, judge_url:
     kinds = {k: sum(i["kind"] == k for i in items) for k in DEFAULT_MIX}
     engine: dict[str, Any] | None = None
     out: dict[str, Any] = {"items": len(items), "mix": kinds, "modes": list(modes)}
-    judge_url, judge_proc, engine_dtype = _judge_server(judge_url, port + 100, eager=eager, dtype=dtype, log=log)
+    if capacity_out is not None:
+        out["capacity"] = capacity_out
+    judge_url, judge_proc, engine_dtype = _judge_server(judge_url, port + 100, eager=eager, dtype=dtype, log=log,
+                                                        block_size=block_size)
     try:
         model = wait_judge(judge_url, judge_proc)
         cpu.pin_service(cpu.engine_cores("auto"))
@@ -338,26 +355,42 @@ def run_bench(*, data: Path, questions: int, samples: int, seed: int, judge_url:
             out.update(_service_sections(service, thread.url, judge_url, rows=rows, items=items, base=base,
                                          modes=modes, questions=questions, samples=samples, seed=seed,
                                          cold_repeats=cold_repeats, warm_repeats=warm_repeats, log=log))
+        if "replicas" in modes:
+            from service.bench.replicas import run_replicas
+
+            out["replicas"] = run_replicas(service.settings, judge_url, items, port=port + 101, eager=eager,
+                                           dtype=engine_dtype if judge_proc is not None else dtype,
+                                           block_size=block_size, repeats=cold_repeats, key=BENCH_KEYS["key1"],
+                                           log=log)
+        if "tracing" in modes:
+            out["tracing"] = _run_tracing(service.settings, judge_url, items, port=port + 10,
+                                          cold_repeats=cold_repeats, warm_repeats=warm_repeats, log=log)
     finally:
         _stop_judge_server(judge_proc)
     out.update({
         "judge_model": model,
         "judge_mode": ("eager" if eager else "compiled") if judge_proc is not None else "server at --judge-url",
         "dtype": engine_dtype, "cpu": cpu.cpu_summary(), "verdict": service.judge.describe(), "engine": engine,
+        "block_size": (cpu.engine_block_size(block_size or Settings().vllm_block_size, cpu.has_gpu()) or "default")
+        if judge_proc is not None else "set by the judge server at --judge-url",
     })
     return out
 
 
 def _judge_server(judge_url: str | None, port: int, *, eager: bool, dtype: str | None,
-                  log: Callable[[str], None]) -> tuple[str, subprocess.Popen[bytes] | None, str]:
+                  log: Callable[[str], None],
+                  block_size: int | None = None) -> tuple[str, subprocess.Popen[bytes] | None, str]:
     """The judge server at `judge_url`, else one started here on `port`: its URL, the process started (None for
     a given server) and what the run reports as its dtype."""
     if judge_url is not None:
         return judge_url, None, "set by the judge server at --judge-url"
-    engine_dtype, why = cpu.engine_dtype(dtype or Settings().judge_dtype)
-    log(f"starting the judge server ({'eager' if eager else 'compiled'}, {engine_dtype}: {why}) on core 0 ...")
+    settings = Settings()
+    engine_dtype, why = cpu.engine_dtype(dtype or settings.judge_dtype)
+    blocks = cpu.engine_block_size(block_size or settings.vllm_block_size, cpu.has_gpu())
+    log(f"starting the judge server ({'eager' if eager else 'compiled'}, {engine_dtype}: {why}; KV block "
+        f"{blocks or 'default'}) on core 0 ...")
     proc = start_judge_server(port, eager, Path(os.environ.get("TMPDIR", "/tmp")) / "medix-bench-judge.log",
-                              engine_dtype)
+                              engine_dtype, blocks)
     return f"http://127.0.0.1:{port}/v1", proc, engine_dtype
 
 
@@ -387,14 +420,14 @@ class ServiceUnderTest:
     clock: BusyClock
 
 
-def _service_under_test(settings: Settings) -> ServiceUnderTest:
+def _service_under_test(settings: Settings, tracer_provider: TracerProvider | None = None) -> ServiceUnderTest:
     from service.app import build_app, make_embedder, make_judge
 
     clock = BusyClock()
-    judge = Timed(make_judge(settings), clock)
+    judge = Timed(make_judge(settings, tracer_provider), clock)
     metrics = Metrics()
-    embedder = Timed(make_embedder(settings, metrics), clock)
-    app = build_app(settings, judge=judge, embedder=embedder, metrics=metrics)
+    embedder = Timed(make_embedder(settings, metrics, tracer_provider), clock)
+    app = build_app(settings, judge=judge, embedder=embedder, metrics=metrics, tracer_provider=tracer_provider)
     return ServiceUnderTest(app=app, settings=settings, judge=judge, metrics=metrics, clock=clock)
 
 
@@ -513,30 +546,46 @@ async def limit_section(app: Any, settings: Settings, items: list[dict[str, Any]
     calls = load.judged_calls(app.state.scorer, items)
     direct = make_judge(settings)
     await direct.start()
-    engine_s: dict[str, list[float]] = {"all at once": [], "one call first": []}
+    # "no reuse": the same calls, each with its own system prompt, so that every prompt token is computed.
+    ways = {"all at once": (calls, False), "one call first": (calls, True), "no reuse": (load.unshared(calls), False)}
+    engine_s: dict[str, list[float]] = {way: [] for way in ways}
+    hits: dict[str, list[float]] = {way: [] for way in [*ways, "service"]}
     service_s: list[float] = []
     phases = {p: 0.0 for p in load.phase_seconds(metrics)}
+    share = load.HitShare(settings.judge_url or "")
     try:
         for _ in range(repeats):
-            for way, runs in engine_s.items():
+            for way, (sent, pilot) in ways.items():
                 await fresh()
-                runs.append(await load.engine_alone(direct, calls, concurrency=settings.judge_concurrency,
-                                                    max_tokens=settings.verdict_max_tokens,
-                                                    top_logprobs=settings.verdict_top_logprobs,
-                                                    pilot=way == "one call first"))
+                await share.start()
+                engine_s[way].append(await load.engine_alone(direct, sent, concurrency=settings.judge_concurrency,
+                                                             max_tokens=settings.verdict_max_tokens,
+                                                             top_logprobs=settings.verdict_top_logprobs,
+                                                             pilot=pilot))
+                _keep(hits[way], await share.stop())
             await fresh()
             before = load.phase_seconds(metrics)
+            await share.start()
             service_s.append(await load.one_batch(url, items, key))
+            _keep(hits["service"], await share.stop())
             phases = {p: phases[p] + v - before[p] for p, v in load.phase_seconds(metrics).items()}
     finally:
         await direct.close()
     engine_med = {way: statistics.median(runs) for way, runs in engine_s.items()}
-    limit = min(engine_med.values())  # the engine's own limit: the faster way of sending it the calls
+    # The engine's own limit: the faster way of sending it the calls as the service sends them.
+    limit = min(engine_med["all at once"], engine_med["one call first"])
     service_med = statistics.median(service_s)
     return {"judge_calls": len(calls), "concurrency": settings.judge_concurrency, "engine_s": engine_s,
             "service_s": service_s, "engine_median_s": engine_med, "engine_limit_s": limit,
+            "engine_ms_per_verdict": {way: 1000 * sec / max(1, len(calls)) for way, sec in engine_med.items()},
+            "prefix_hit_share": {way: statistics.median(v) if v else None for way, v in hits.items()},
             "service_median_s": service_med, "ratio": limit / service_med, "target": load.LIMIT_TARGET,
             "phases_s_per_request": {p: v / repeats for p, v in phases.items()}}
+
+
+def _keep(values: list[float], value: float | None) -> None:
+    if value is not None:
+        values.append(value)
 
 
 async def per_sample_section(url: str, items: list[dict[str, Any]], fresh: Any, key: str) -> dict[str, Any]:
@@ -557,8 +606,9 @@ async def per_sample_section(url: str, items: list[dict[str, Any]], fresh: Any, 
 def report(r: dict[str, Any], echo: Callable[[str], None], show: Callable[[Any], None]) -> bool:
     """Print the bench's tables and ratios; False when the service's deterministic components disagreed with the
     baseline's (the one outcome that fails the bench)."""
-    _report_setup(r, echo)
-    if r["engine"]:
+    if "verdict" in r:  # a judge server ran (not for the capacity section alone)
+        _report_setup(r, echo)
+    if r.get("engine"):
         _report_engine(r["engine"], echo, show)
     ok = _report_baseline(r, echo, show) if "baseline" in r else True
     if "limit" in r:
@@ -567,13 +617,23 @@ def report(r: dict[str, Any], echo: Callable[[str], None], show: Callable[[Any],
         _report_per_sample(r["per_sample"], r["items"], echo)
     if "fairness" in r:
         _report_fairness(r["fairness"], echo)
+    if "replicas" in r:
+        from service.bench.replicas import report_replicas
+
+        report_replicas(r["replicas"], r["items"], echo, show)
+    if "tracing" in r:
+        _report_tracing(r["tracing"], r["items"], echo, show)
+    if "capacity" in r:
+        from service.bench.capacity import report as report_capacity
+
+        report_capacity(r["capacity"], echo, show)
     return ok
 
 
 def _report_setup(r: dict[str, Any], echo: Callable[[str], None]) -> None:
     """The judge, its dtype and verdict path, the CPU, and whether runs could start from an empty prefix cache."""
     verdict = r["verdict"]
-    echo(f"judge {r['judge_model']} ({r['judge_mode']}), dtype {r['dtype']}; verdict: "
+    echo(f"judge {r['judge_model']} ({r['judge_mode']}), dtype {r['dtype']}, KV block {r.get('block_size')}; verdict: "
          f"{verdict.get('verdict')} ({verdict.get('verdict_reason', '')})\nCPU: {r['cpu']}")
     if r.get("prefix_cache_reset") is False:
         echo("note: the judge server does not offer /reset_prefix_cache; runs may reuse each other's prefixes")
@@ -655,10 +715,35 @@ def _report_limit(x: dict[str, Any], items: int, echo: Callable[[str], None], sh
     per_call = {k: x["phases_s_per_request"][k] / max(1, x["judge_calls"]) for k in ("judge_queue", "judge_call")}
     echo(f"per judge call: {per_call['judge_queue']:.3f} s waiting for a slot, {per_call['judge_call']:.3f} s "
          "at the engine (mean)")
-    ways = ", ".join(f"{way} {sec:.2f} s" for way, sec in x["engine_median_s"].items())
+    show(_reuse_table(x))
+    limit = {way: sec for way, sec in x["engine_median_s"].items() if way != "no reuse"}
+    ways = ", ".join(f"{way} {sec:.2f} s" for way, sec in limit.items())
     echo(f"engine limit: the batch's {x['judge_calls']} judge calls straight at the engine ({x['concurrency']} in "
          f"flight): {ways}; the service's cold batch {x['service_median_s']:.2f} s (medians of "
-         f"{len(x['service_s'])}): {x['ratio']:.2f} of the engine's limit (target >= {x['target']:g})")
+         f"{len(x['service_s'])}, prefix-cache hit share {_share(x['prefix_hit_share'].get('service'))}): "
+         f"{x['ratio']:.2f} of the engine's limit (target >= {x['target']:g})")
+
+
+def _share(value: float | None) -> str:
+    return "n/a" if value is None else f"{value:.0%}"
+
+
+def _reuse_table(x: dict[str, Any]) -> Table:
+    """Engine time per verdict of the cold batch's calls with the verdict prompt's shared part reused or not, and
+    the share of prompt tokens the engine served from its prefix cache (vLLM's prefix_cache_hits/queries)."""
+    from rich.table import Table
+
+    table = Table(title=f"the cold batch's {x['judge_calls']} judge calls at the engine, prefix cache emptied "
+                  "before each run")
+    for col in ("sent", "s (median)", "engine ms/verdict", "prompt tokens from cache"):
+        table.add_column(col, justify="right")
+    for way, sec in x["engine_median_s"].items():
+        table.add_row(way, f"{sec:.2f}", f"{x['engine_ms_per_verdict'][way]:.1f}",
+                      _share(x["prefix_hit_share"].get(way)))
+    base = x["engine_median_s"].get("no reuse")
+    if base:
+        table.caption = f"reuse gain: {base / x['engine_limit_s']:.2f}x less engine time than with no reuse"
+    return table
 
 
 def _phases_table(x: dict[str, Any], items: int) -> Table:
@@ -686,3 +771,75 @@ def _report_fairness(x: dict[str, Any], echo: Callable[[str], None]) -> None:
     echo(f"fairness: tenant B's {x['small_items']}-item batch alone {x['alone_s']:.2f} s, beside tenant A's "
          f"{x['burst_items']} items in flight {x['beside_s']:.2f} s: {x['ratio']:.2f}x "
          f"(target <= {x['target']:g}x); A's burst took {x['burst_s']:.1f} s")
+
+
+# -- tracing: what OpenTelemetry tracing costs the service --------------------------------------------------------
+TRACING_TARGET = 1.02  # with tracing on, the cold and the warm batch take at most 2% longer
+
+
+class EncodedSpans(SpanExporter):
+    """A span exporter that encodes each batch as the OTLP exporters do and then drops it: the whole cost of exporting
+    in the service's process, with no collector to send to."""
+
+    def __init__(self) -> None:
+        self.spans = 0
+
+    def export(self, spans: Sequence[ReadableSpan]) -> SpanExportResult:
+        encode_spans(spans).SerializeToString()
+        self.spans += len(spans)
+        return SpanExportResult.SUCCESS
+
+
+def _run_tracing(settings: Settings, judge_url: str, items: list[dict[str, Any]], *, port: int, cold_repeats: int,
+                 warm_repeats: int, log: Callable[[str], None]) -> dict[str, Any]:
+    """The batch cold and warm on two copies of the service, tracing off and on (the SDK's batching processor, spans
+    encoded for OTLP), against the same judge server, the runs alternated so that drift hits both alike."""
+    from service.bench import load
+
+    exporter = EncodedSpans()
+    provider = TracerProvider()
+    provider.add_span_processor(BatchSpanProcessor(exporter))
+    # Off whatever the environment says; on with this provider.
+    services = {"off": _service_under_test(settings.model_copy(update={"tracing": False})),
+                "on": _service_under_test(settings, provider)}
+    key = BENCH_KEYS["key1"]
+    seconds: dict[str, dict[str, list[float]]] = {run: {"off": [], "on": []} for run in ("cold", "warm")}
+    spans: dict[str, list[int]] = {"cold": [], "warm": []}
+    log(f"tracing: the {len(items)}-item batch with tracing off and on, alternated: {cold_repeats} cold and "
+        f"{warm_repeats} warm runs each ...")
+    with ServiceThread(services["off"].app, port) as off, ServiceThread(services["on"].app, port + 1) as on:
+        urls = {"off": off.url, "on": on.url}
+        fresh = {name: load.Fresh(judge_url, svc.app.state.scorer.cache.store.clear) for name, svc in services.items()}
+        for run, repeats in (("cold", cold_repeats), ("warm", warm_repeats)):
+            for i in range(repeats):
+                for name in ("off", "on") if i % 2 == 0 else ("on", "off"):
+                    before = exporter.spans
+                    outcome = asyncio.run(service_run(urls[name], items, 1, services[name].clock,
+                                                      fresh[name] if run == "cold" else None, key))
+                    seconds[run][name] += outcome.seconds
+                    if name == "on":
+                        provider.force_flush()
+                        spans[run].append(exporter.spans - before)
+    provider.shutdown()
+    out: dict[str, Any] = {"target": TRACING_TARGET}
+    for run, by in seconds.items():
+        off_s, on_s = statistics.median(by["off"]), statistics.median(by["on"])
+        out[run] = {"off_s": by["off"], "on_s": by["on"], "off_median_s": off_s, "on_median_s": on_s,
+                    "ratio": on_s / off_s, "spans_per_request": statistics.median(spans[run]) if spans[run] else 0}
+    return out
+
+
+def _report_tracing(x: dict[str, Any], items: int, echo: Callable[[str], None], show: Callable[[Any], None]) -> None:
+    from rich.table import Table
+
+    table = Table(title=f"tracing off and on, {items}-item batch (medians; runs alternated)")
+    for col in ("run", "runs each", "off s", "on s", "on / off", "spans per request"):
+        table.add_column(col, justify="right")
+    for run in ("cold", "warm"):
+        y = x[run]
+        table.add_row(run, str(len(y["off_s"])), f"{y['off_median_s']:.3f}", f"{y['on_median_s']:.3f}",
+                      f"{y['ratio']:.3f}", f"{y['spans_per_request']:.0f}")
+    show(table)
+    worst = max(x["cold"]["ratio"], x["warm"]["ratio"])
+    echo(f"tracing costs the cold batch {x['cold']['ratio'] - 1:+.1%} and the warm batch {x['warm']['ratio'] - 1:+.1%} "
+         f"(target: at most {x['target'] - 1:+.0%}): {'within' if worst <= x['target'] else 'OVER'} the target")

@@ -170,3 +170,23 @@ def engine_max_num_seqs(setting: int | None, gpu: bool) -> int | None:
     if setting is not None:
         return setting
     return None if gpu else CPU_MAX_NUM_SEQS
+
+
+# -- the judge engine's KV block size -----------------------------------------------------------------------
+# vLLM reuses a cached prompt prefix only in whole KV blocks. Its CPU backend takes 128-token blocks unless told
+# otherwise, longer than the verdict prompt's shared part (system message and chat header, ~105-116 tokens with
+# the SmolLM2 tokenizer), so every cold verdict would recompute it. The CPU attention takes any multiple of 32;
+# 32 was the fastest measured (docs/judge-engine.md, "Reusing the prompt's shared part").
+CPU_BLOCK_SIZE = 32
+CPU_BLOCK_MULTIPLE = 32
+
+
+def engine_block_size(setting: int | None, gpu: bool) -> int | None:
+    """Tokens per KV block of the judge engine; None: vLLM's default (16 on a GPU, where the verdict prompt's
+    shared part already fills whole blocks). On a CPU the block must be a multiple of 32 (16 does not start)."""
+    if setting is None:
+        return None if gpu else CPU_BLOCK_SIZE
+    if not gpu and setting % CPU_BLOCK_MULTIPLE:
+        raise ValueError(f"block size {setting}: vLLM's CPU backend needs a multiple of {CPU_BLOCK_MULTIPLE} "
+                         "(MEDIX_VLLM_BLOCK_SIZE)")
+    return setting

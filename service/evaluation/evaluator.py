@@ -15,6 +15,7 @@ from service.backends.breaker import CircuitBreaker
 from service.evaluation import prompts, rubric
 from service.evaluation.prompts import Probe, Rubric
 from service.evaluation.wire import JudgeItem, JudgeRequest, JudgeResponse, JudgeResult, JudgeSummary, ProbeResult
+from service.runtime import tracing
 from service.runtime.cache import Cache
 from service.runtime.exceptions import BackendUnavailable, InputRejected
 from service.runtime.memo import Memo
@@ -178,8 +179,9 @@ class Evaluator:
                 # waiting behind a big batch is not a backend timeout, and a half-open probe holds its slot.
                 try:
                     async with self._slots.slot(tenant):
-                        text = await call_backend("judge", ask, self._policy, self.metrics, self._retry_after,
-                                                  self._breaker)
+                        with tracing.span("judge_call"):
+                            text = await call_backend("judge", ask, self._policy, self.metrics, self._retry_after,
+                                                      self._breaker)
                 except InputRejected as exc:
                     return ItemFailed("input_rejected", f"round {r + 1}: judge: {exc.message}")
                 score = rubric.parse_score(text, case.rubric)

@@ -7,7 +7,7 @@ from typing import Literal
 from pydantic import BaseModel, ConfigDict, Field
 
 from service.evaluation.prompts import Probe
-from service.runtime.wire import ErrorDetail, Text
+from service.runtime.wire import ErrorDetail, Text, UsageInfo
 
 
 class JudgeItem(BaseModel):
@@ -80,5 +80,6 @@ class JudgeResponse(BaseModel):
     summary: JudgeSummary
     judge_model: str
     prompt_version: str
+    usage: UsageInfo | None = Field(None, description="The judge work this request used.")
 
 

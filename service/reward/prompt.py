@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import logging
 import math
 from pathlib import Path
 
@@ -13,6 +14,7 @@ from pydantic import BaseModel, field_validator, model_validator
 from service.backends.base import finite_logprobs
 
 CHOICES = ["YES", "NO"]
+log = logging.getLogger("medix.prompt")
 
 
 class VerdictPrompt(BaseModel, frozen=True):
@@ -48,6 +50,21 @@ class VerdictPrompt(BaseModel, frozen=True):
     def uses_question(self) -> bool:
         return "{question}" in self.user or "{question}" in self.system
 
+    @property
+    def candidate_last(self) -> bool:
+        """Whether the candidate comes after everything a GRPO group shares (the reference, the question), so that
+        an engine's prefix cache can reuse the prompt up to it across the group's answers."""
+        text = self.system + "\x1e" + self.user
+        return all(text.find(shared) < text.find("{answer}") for shared in ("{reference}", "{question}")
+                   if shared in text)
+
+    def shared_part(self, reference: str, question: str | None, max_chars: int) -> str:
+        """The prompt's text up to the candidate answer: what every answer of a GRPO group sends alike, the key
+        by which a judge with several replicas keeps such calls on one replica."""
+        cut = "\x00"
+        rendered = "\x1e".join(m["content"] for m in self.messages(cut, reference, question, max_chars))
+        return rendered.partition(cut)[0]
+
     def messages(self, answer: str, reference: str, question: str | None, max_chars: int) -> list[dict[str, str]]:
         values = {"answer": answer[:max_chars], "reference": reference[:max_chars],
                   "question": (question or "(not given)")[:max_chars]}
@@ -73,7 +90,11 @@ DEFAULT_PROMPT = VerdictPrompt(
 def load_prompt(path: Path | None) -> VerdictPrompt:
     if path is None:
         return DEFAULT_PROMPT
-    return VerdictPrompt.model_validate(json.loads(path.read_text()))
+    prompt = VerdictPrompt.model_validate(json.loads(path.read_text()))
+    if not prompt.candidate_last:
+        log.warning("verdict prompt %s puts {answer} before {reference} or {question}: an engine's prefix cache "
+                    "cannot reuse what a GRPO group's answers share (docs/judge-engine.md)", path)
+    return prompt
 
 
 def p_yes(first_token_logprobs: dict[str, float] | None, verdict: str) -> float:

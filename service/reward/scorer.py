@@ -30,13 +30,14 @@ from service.reward.wire import (
     RewardResponse,
     RewardResult,
 )
+from service.runtime import tracing
 from service.runtime.cache import Cache
 from service.runtime.concurrency import gather_all, off_loop
 from service.runtime.exceptions import InputRejected, InvalidRequest
 from service.runtime.memo import Memo
 from service.runtime.metrics import Metrics
 from service.runtime.phases import PhaseTimer
-from service.runtime.scheduling import ANONYMOUS, FairSlots, PrefixWarmup
+from service.runtime.scheduling import ANONYMOUS, CALL_AFFINITY, FairSlots, PrefixWarmup
 from service.runtime.wire import ErrorDetail
 
 
@@ -242,14 +243,18 @@ class RewardScorer:
         prefix = self.prompt.fingerprint
         async with self._warmup.gate(prefix, tenant), self._judge_slots.slot(tenant):
             start = time.perf_counter()
+            # Calls of a GRPO group share the prompt up to the candidate: several replicas route them together.
+            affinity = CALL_AFFINITY.set(self.prompt.shared_part(p.reference, p.question, self._max_chars))
             try:
-                return await self._judge_one(p)
+                with tracing.span("judge_call"):
+                    return await self._judge_one(p)
             except InputRejected as exc:
                 return Rejected(exc.message)
             except Exception:
                 self._warmup.forget(prefix)  # the engine may have restarted with an empty cache
                 raise
             finally:
+                CALL_AFFINITY.reset(affinity)
                 self.metrics.phase_duration.labels("judge_call").observe(time.perf_counter() - start)
 
     async def _embed_all(self, texts: dict[str, str], tenant: str) -> dict[str, np.ndarray]:

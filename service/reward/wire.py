@@ -5,7 +5,7 @@ from __future__ import annotations
 from pydantic import BaseModel, ConfigDict, Field, field_validator
 
 from service.reward.rules import GroundTruth, Modality, parse_ground_truth
-from service.runtime.wire import ErrorDetail, Text
+from service.runtime.wire import ErrorDetail, Text, UsageInfo
 
 
 class GroundTruthObject(BaseModel):
@@ -77,6 +77,7 @@ class ProfileInfo(BaseModel):
 class RewardResponse(BaseModel):
     results: list[RewardResult]
     profile: ProfileInfo
+    usage: UsageInfo | None = Field(None, description="The judge and embedding work this request used.")
 
 
 # -- /get_reward (OpenRLHF's remote reward protocol) ----------------------------------------------------------

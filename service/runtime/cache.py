@@ -5,6 +5,7 @@ A cache failure is a miss, counted and logged; it never fails a request.
 
 from __future__ import annotations
 
+import asyncio
 import hashlib
 import logging
 import time
@@ -85,15 +86,22 @@ class MemoryStore:
         self.clear()
 
 
+REDIS_CONNECTIONS = 100  # per replica: lookups, gathered writes and the rate limit's scripts share them
+
+
 class RedisStore:
     name = "redis"
 
     def __init__(self, url: str, timeout_s: float) -> None:
         import redis.asyncio as redis
 
-        self.client = redis.Redis.from_url(
-            url, socket_timeout=timeout_s, socket_connect_timeout=timeout_s, retry_on_timeout=False
-        )
+        # A blocking pool: a burst of commands beyond its connections waits up to `timeout_s` for one, instead of
+        # failing at once (redis-py's default pool raises MaxConnectionsError past 100 connections, and the cache
+        # then served without Redis for MEDIX_REDIS_DOWN_S: seen with a fast judge, a verdict written per call).
+        pool = redis.BlockingConnectionPool.from_url(
+            url, max_connections=REDIS_CONNECTIONS, timeout=timeout_s, socket_timeout=timeout_s,
+            socket_connect_timeout=timeout_s, retry_on_timeout=False)
+        self.client = redis.Redis(connection_pool=pool)
 
     async def get_many(self, keys: list[str]) -> list[bytes | None]:
         return list(await self.client.mget(keys))
@@ -113,7 +121,8 @@ class RedisStore:
 
 
 class Cache:
-    """Degrade-to-miss facade: one round trip per batch, counted per kind (judge | embed)."""
+    """Degrade-to-miss facade, counted per kind (judge | embed): the look-ups, and the writes, made in one turn of
+    the event loop go to the store in one round trip."""
 
     def __init__(self, store: CacheStore, *, namespace: str, ttl_s: int, metrics: Metrics,
                  down_s: float = 2.0) -> None:
@@ -123,6 +132,10 @@ class Cache:
         self._metrics = metrics
         self._down_s = down_s
         self._down_until = 0.0
+        self._gathering: dict[str, bytes] | None = None  # entries waiting for the write in `_flush`
+        self._flush: asyncio.Future[None] | None = None
+        self._reading: dict[str, None] | None = None  # keys waiting for the look-up in `_read`
+        self._read: asyncio.Future[dict[str, bytes | None]] | None = None
 
     def key(self, kind: str, *parts: str) -> str:
         h = hashlib.sha256("\x1f".join(parts).encode()).hexdigest()
@@ -137,7 +150,7 @@ class Cache:
         values: list[bytes | None] | None = None
         if flat and time.monotonic() >= self._down_until:
             try:
-                values = await self.store.get_many(flat)
+                values = await self._get_gathered(flat)
             except Exception as exc:
                 self._record_error(exc)
         out: dict[str, list[bytes | None]] = {}
@@ -155,9 +168,40 @@ class Cache:
             i += len(keys)
         return out
 
+    async def _get_gathered(self, keys: list[str]) -> list[bytes | None]:
+        """The keys' values; the look-ups made in the same turn of the event loop go to the store together, in one
+        round trip (hundreds of one-item requests at once made one each: with Redis, more than its pool holds)."""
+        if self._reading is None or self._read is None or self._read.done():
+            self._reading = {}
+            self._read = asyncio.ensure_future(self._read_gathered())
+            self._read.add_done_callback(lambda t: t.cancelled() or t.exception())  # retrieved, even if unawaited
+        self._reading.update(dict.fromkeys(keys))
+        found = await asyncio.shield(self._read)
+        return [found.get(k) for k in keys]
+
+    async def _read_gathered(self) -> dict[str, bytes | None]:
+        await asyncio.sleep(0)  # one turn of the loop: the look-ups made meanwhile join this one
+        keys, self._reading = list(self._reading or {}), None
+        return dict(zip(keys, await self.store.get_many(keys), strict=True))
+
     async def store_many(self, entries: dict[str, bytes]) -> None:
+        """Store the entries; returns when they are written (or the write failed: a miss later, never an error).
+
+        Writes made in the same turn of the event loop go to the store together, in one round trip: a fast judge
+        finishes dozens of verdicts at once, each stored as soon as it is judged (measured on one core against a
+        simulated GPU judge: with Redis, one pipeline a verdict was 13% of the service's time). The write runs on
+        its own, so a caller that is cancelled meanwhile does not cancel the others' entries."""
         if not entries or time.monotonic() < self._down_until:
             return
+        if self._gathering is None or self._flush is None or self._flush.done():
+            self._gathering = {}
+            self._flush = asyncio.ensure_future(self._write_gathered())
+        self._gathering.update(entries)
+        await asyncio.shield(self._flush)
+
+    async def _write_gathered(self) -> None:
+        await asyncio.sleep(0)  # one turn of the loop: the writes made meanwhile join this one
+        entries, self._gathering = self._gathering or {}, None
         try:
             await self.store.set_many(entries, self._ttl)
         except Exception as exc:

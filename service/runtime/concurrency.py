@@ -47,6 +47,10 @@ class Coalescer:
     def __len__(self) -> int:
         return len(self._running)
 
+    def __contains__(self, key: str) -> bool:
+        """Whether a computation of `key` is in flight: a caller now would join it."""
+        return key in self._running
+
     async def run(self, key: str, factory: Any) -> Any:
         while True:
             entry = self._running.get(key)

@@ -22,9 +22,12 @@ from contextlib import contextmanager, nullcontext
 from dataclasses import dataclass, field
 from typing import Any, Generic, TypeVar
 
+from opentelemetry.trace import Span
+
+from service.runtime import tracing
 from service.runtime.cache import UNRESOLVED_MODEL, Cache
 from service.runtime.concurrency import Coalescer, gather_all
-from service.runtime.phases import PhaseTimer
+from service.runtime.phases import LEAVES, PhaseTimer
 
 log = logging.getLogger("medix.cache")
 V = TypeVar("V")
@@ -77,9 +80,11 @@ class Memo(Generic[V]):
         cached = model_id != UNRESOLVED_MODEL  # a placeholder id is never part of a key that is read or written
         keys = list(todo) if cached else []
         owner = _owner(tenant)
-        with _phase(timer, "cache_lookup"):
+        with _phase(timer, "cache_lookup") as span:
             raw = (await cache.lookup({self.kind: keys}))[self.kind] if keys else []
-        found, own = self._hits(keys, raw, owner)
+            found, own = self._hits(keys, raw, owner)
+            if span is not None:  # what a traced request found cached: those cost it no backend call
+                span.set_attributes({"medix.kind": self.kind, "medix.keys": len(todo), "medix.hits": len(found)})
         missing = {k: a for k, a in todo.items() if k not in found}
 
         async def store(values: Mapping[str, V]) -> None:
@@ -87,7 +92,7 @@ class Memo(Generic[V]):
                 with _phase(timer, "cache_write"):
                     await cache.store_many({k: owner + self._encode(v) for k, v in values.items() if self._keep(v)})
 
-        with _phase(timer, self._phase):
+        with _phase(timer, self._phase, traced=bool(missing)):  # nothing to compute: no span
             fresh = dict(await compute(missing, store)) if missing else {}
         return Resolved({**found, **fresh}, own, len(fresh))
 
@@ -119,8 +124,12 @@ class Memo(Generic[V]):
             await store({key: value})
             return value
 
-        found = await gather_all(*(self._running.run(f"{tenant}\x00{k}", lambda k=k, a=a: computed_and_stored(k, a))
-                                   for k, a in todo.items()))
+        running = [f"{tenant}\x00{k}" for k in todo]
+        if tracing.traced():  # a key in flight for another of the tenant's requests is joined: that one calls
+            joined = sum(key in self._running for key in running)
+            tracing.annotate(**{"medix.calls": len(running) - joined, "medix.coalesced": joined})
+        found = await gather_all(*(self._running.run(key, lambda k=k, a=a: computed_and_stored(k, a))
+                                   for key, (k, a) in zip(running, todo.items(), strict=True)))
         return dict(zip(todo, found, strict=True))
 
 
@@ -134,6 +143,11 @@ def _owner(tenant: str) -> bytes:
 
 
 @contextmanager
-def _phase(timer: PhaseTimer | None, name: str) -> Iterator[None]:
-    with timer.phase(name) if timer is not None else nullcontext():
-        yield
+def _phase(timer: PhaseTimer | None, name: str, traced: bool = True) -> Iterator[Span | None]:
+    """The phase timed (with a timer), and a span of the request's trace either way."""
+    if timer is not None:
+        with timer.phase(name, traced) as span:
+            yield span
+    else:
+        with tracing.span(name, leaf=name in LEAVES) if traced else nullcontext() as span:
+            yield span

@@ -92,6 +92,12 @@ class Metrics:
         self.phase_duration = Histogram("medix_phase_duration_seconds", "Time a /reward request spends in each "
                                         "phase: " + ", ".join(PHASES) + ".", ["phase"], buckets=LATENCY_BUCKETS,
                                         registry=r)
+        # Tenants are key names from the key file (a bounded set), as in medix_tenant_*.
+        self.judge_tokens = Counter("medix_judge_tokens", "Judge tokens by tenant, route and kind (prompt, "
+                                    "completion), as the judge's replies count them; cached verdicts cost none.",
+                                    ["tenant", "route", "kind"], registry=r)
+        self.embed_tokens = Counter("medix_embed_tokens", "Embedding input tokens by tenant and route, where the "
+                                    "embeddings server reports them.", ["tenant", "route"], registry=r)
         self.reward_component = BatchHistogram("medix_reward_component", "Distribution of reward components.",
                                                "component", COMPONENT_BUCKETS, registry=r)
 

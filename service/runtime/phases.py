@@ -1,4 +1,5 @@
-"""Where a request's time goes: each phase timed into medix_phase_duration_seconds, and one debug trace line.
+"""Where a request's time goes: each phase timed into medix_phase_duration_seconds, a span of the request's trace
+(when it is traced: runtime/tracing.py), and one debug trace line.
 
 The request id travels in a context variable that the HTTP guard sets, so the core can name the request in
 its trace without knowing HTTP.
@@ -10,14 +11,19 @@ import contextvars
 import logging
 import time
 from collections.abc import Iterator
-from contextlib import contextmanager
+from contextlib import contextmanager, nullcontext
 from typing import Any, TypeVar
 
+from opentelemetry.trace import Span
+
+from service.runtime import tracing
 from service.runtime.metrics import Metrics
 
 T = TypeVar("T")
 request_id: contextvars.ContextVar[str | None] = contextvars.ContextVar("medix_request_id", default=None)
 log = logging.getLogger("medix.trace")
+# Phases under which nothing is traced: their spans need not be the current one (runtime/tracing.py, `leaf`).
+LEAVES = frozenset({"rules", "cache_lookup", "cache_write", "compose"})
 
 
 class PhaseTimer:
@@ -31,14 +37,19 @@ class PhaseTimer:
         self._metrics.phase_duration.labels(phase).observe(seconds)
 
     @contextmanager
-    def phase(self, name: str) -> Iterator[None]:
+    def phase(self, name: str, traced: bool = True) -> Iterator[Span | None]:
+        """Time the block as phase `name`; gives its span (None when the request is not traced, or `traced` is
+        false: a phase with nothing to do)."""
         start = time.perf_counter()
         try:
-            yield
+            with tracing.span(name, leaf=name in LEAVES) if traced else nullcontext() as span:
+                yield span
         finally:
             self.record(name, time.perf_counter() - start)
 
     def trace(self, route: str, **counts: Any) -> None:
+        if tracing.traced():  # the same counts on the request's span (its tenant and items are set by the guard)
+            tracing.annotate(**{f"medix.{k}": v for k, v in counts.items() if k not in ("tenant", "items")})
         if log.isEnabledFor(logging.DEBUG):
             log.debug("trace %s %s total=%.1fms %s", route, request_id.get() or "-",
                       (time.perf_counter() - self._start) * 1000,

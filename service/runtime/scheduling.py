@@ -34,6 +34,11 @@ from contextvars import ContextVar
 # sent by the backends to an engine that schedules by priority.
 CALL_PRIORITY: ContextVar[int] = ContextVar("medix_call_priority", default=0)
 
+# What the current task's judge call shares with other calls (the verdict prompt up to the candidate: the fixed
+# instructions and what its GRPO group shares), or None: a judge with several replicas sends calls that share it
+# to the same replica, whose prefix cache then holds it (service/backends/judge_openai.py).
+CALL_AFFINITY: ContextVar[str | None] = ContextVar("medix_call_affinity", default=None)
+
 # The tenant of requests without an API key (none configured): one shared bucket, one fair share.
 ANONYMOUS = "anonymous"
 

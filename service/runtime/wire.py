@@ -1,11 +1,11 @@
-"""Wire types every route shares: a client's text (valid Unicode) and the one error shape."""
+"""Wire types every route shares: a client's text (valid Unicode), the one error shape, and a request's usage."""
 
 from __future__ import annotations
 
 import re
 from typing import Annotated
 
-from pydantic import AfterValidator, BaseModel
+from pydantic import AfterValidator, BaseModel, Field
 
 _SURROGATE = re.compile(r"[\ud800-\udfff]")
 
@@ -31,3 +31,15 @@ class ErrorDetail(BaseModel):
 
 class ErrorResponse(BaseModel):
     error: ErrorDetail
+
+
+class UsageInfo(BaseModel):
+    """The judge and embedding work this request used (cached results cost none; a call shared with another of
+    the key's requests in flight is counted for the request that made it)."""
+
+    judge_prompt_tokens: int = Field(description="Prompt tokens of this request's judge calls, as the judge counts "
+                                     "them.")
+    judge_completion_tokens: int = Field(description="Tokens the judge generated for this request.")
+    embed_tokens: int = Field(description="Input tokens of this request's embedding calls, where the embeddings "
+                              "server reports them (0 otherwise, and in process).")
+    judge_calls: int = Field(description="Judge calls made for this request, retries and re-asks included.")

@@ -150,13 +150,37 @@ def test_the_pin_check_refuses_moving_tags():
 
 def test_compose_and_kubernetes_run_the_same_releases():
     def releases(refs):
-        return {ref.split(":")[0].rsplit("/", 1)[-1]: ref for ref in refs}
+        out: dict[str, set[str]] = {}
+        for ref in refs:
+            out.setdefault(ref.split(":")[0].rsplit("/", 1)[-1], set()).add(ref)
+        return out
 
+    cpu_profile = [d["spec"]["template"]["spec"]["containers"][0]["image"] for d in k8s_cpu_docs()
+                   if d["kind"] == "Deployment"]
     from_compose = releases(svc["image"] for svc in compose()["services"].values())
-    from_k8s = releases(c["image"] for c in k8s_containers().values())
+    from_k8s = releases([*(c["image"] for c in k8s_containers().values()), *cpu_profile])
     for name in set(from_compose) & set(from_k8s):
         assert from_compose[name] == from_k8s[name], name
     assert {"vllm-openai", "redis", "medix-reward"} <= set(from_k8s)
+
+
+def k8s_cpu_docs() -> list[dict[str, Any]]:
+    return [d for p in sorted((ROOT / "deploy" / "k8s" / "cpu").glob("*.yaml")) for d in yaml.safe_load_all(
+        p.read_text()) if d]
+
+
+def test_the_cpu_profiles_judge_in_process_with_blocks_that_reuse_the_verdict_prompts_shared_part():
+    from service.engine.cpu import CPU_BLOCK_SIZE, engine_block_size
+
+    r = run(str(BIN / "kubernetes-validate"), "--strict", *map(str, (ROOT / "deploy" / "k8s" / "cpu").glob("*.yaml")))
+    assert r.returncode == 0, r.stdout + r.stderr
+    k8s_env = {e["name"]: e["value"] for d in k8s_cpu_docs() if d["kind"] == "Deployment"
+               for e in d["spec"]["template"]["spec"]["containers"][0]["env"]}
+    cpu_compose = compose()["services"]["medix-cpu"]
+    assert cpu_compose["profiles"] == ["cpu"] and cpu_compose["image"].endswith("-embedded")
+    for env in (k8s_env, cpu_compose["environment"]):
+        assert "MEDIX_JUDGE_BACKEND" not in env  # the embedded image's default: the in-process engine
+        assert engine_block_size(int(env["MEDIX_VLLM_BLOCK_SIZE"]), gpu=False) == CPU_BLOCK_SIZE
 
 
 # --- the method's models on vLLM ----------------------------------------------------------------------------
@@ -340,10 +364,83 @@ def test_the_service_drains_within_what_every_platform_grants():
     assert pause + k8s_grace + 5 <= pod["terminationGracePeriodSeconds"], "k8s kills the pod before it has drained"
 
 
+def dashboard() -> dict[str, Any]:
+    return json.loads((ROOT / "deploy" / "grafana" / "dashboards" / "medix.json").read_text())
+
+
+# Grafana's own variables, as it fills them in for a query (the range: the dashboard's time range).
+GRAFANA_BUILTINS = {"__range": "1h", "__rate_interval": "5m", "__interval": "1m"}
+
+
+def dashboard_queries(dash: dict[str, Any]) -> list[tuple[str, str]]:
+    """(panel title, PromQL) of every target, its variables filled in as Grafana does: each template variable's
+    current value, and Grafana's built-in ranges."""
+    values = {v["name"]: str(v["current"]["value"]) for v in dash.get("templating", {}).get("list", [])}
+    values.update(GRAFANA_BUILTINS)
+    return [(p["title"], re.sub(r"\$(\w+)", lambda m: values[m.group(1)], t["expr"]))
+            for p in dash["panels"] for t in p["targets"]]
+
+
 def test_dashboard_covers_what_operators_need():
-    dash = json.loads((ROOT / "deploy" / "grafana" / "dashboards" / "medix.json").read_text())
+    dash = dashboard()
     exprs = " ".join(t["expr"] for p in dash["panels"] for t in p["targets"])
     for metric in ("medix_requests_total", "medix_request_duration_seconds_bucket", "medix_backend_requests_total",
                    "medix_backend_circuit_state", "medix_cache_requests_total", "medix_embed_batch_size_bucket",
-                   "medix_reward_component_sum"):
+                   "medix_reward_component_sum", "medix_judge_tokens_total", "medix_embed_tokens_total"):
         assert metric in exprs, metric
+    # Cost per tenant at prices per million tokens the operator types in: prompt and completion apart.
+    prices = {v["name"]: v for v in dash["templating"]["list"] if v["type"] == "textbox"}
+    assert {"prompt_price", "completion_price", "embed_price"} <= set(prices)
+    assert all(float(v["current"]["value"]) >= 0 for v in prices.values())
+    cost = [t["expr"] for p in dash["panels"] if "Cost" in p["title"] for t in p["targets"]]
+    assert cost and all(f"${name}" in expr for expr in cost for name in prices)
+
+
+@pytest.mark.skipif(shutil.which("promtool") is None, reason="promtool is not on PATH (Debian package `prometheus`)")
+def test_every_dashboard_query_is_valid_promql(tmp_path):
+    """Each query, its variables filled in, parses as PromQL: checked as a recording rule by promtool."""
+    queries = dashboard_queries(dashboard())
+    assert "$" not in "".join(q for _, q in queries)
+    rules = {"groups": [{"name": "dashboard", "rules": [{"record": f"dashboard:query_{i}", "expr": q}
+                                                        for i, (_, q) in enumerate(queries)]}]}
+    (tmp_path / "queries.yml").write_text(yaml.safe_dump(rules))
+    r = run("promtool", "check", "rules", str(tmp_path / "queries.yml"))
+    assert r.returncode == 0, r.stdout + r.stderr
+    bad = dict(rules)
+    bad["groups"] = [{"name": "bad", "rules": [{"record": "dashboard:bad", "expr": "sum by (tenant) (rate(x[5m])"}]}]
+    (tmp_path / "bad.yml").write_text(yaml.safe_dump(bad))
+    assert run("promtool", "check", "rules", str(tmp_path / "bad.yml")).returncode != 0  # the check can fail
+
+
+# --- traces -------------------------------------------------------------------------------------------------
+
+def test_traces_go_from_the_service_and_both_vllm_servers_through_the_collector_to_jaeger(monkeypatch):
+    from service.settings import Settings
+
+    services = compose()["services"]
+    collector = yaml.safe_load((ROOT / "deploy" / "otel" / "collector.yaml").read_text())
+    mounted = [v.split(":")[0] for v in services["otel-collector"]["volumes"]]
+    assert mounted == ["./deploy/otel/collector.yaml"]
+    # Every component a pipeline names is configured, and the collector listens where the others send.
+    (pipeline,) = collector["service"]["pipelines"].values()
+    for kind in ("receivers", "processors", "exporters"):
+        assert set(pipeline[kind]) <= set(collector[kind]), kind
+    grpc = collector["receivers"]["otlp"]["protocols"]["grpc"]["endpoint"]
+    assert grpc.endswith(":4317") and "4317:4317" in services["otel-collector"]["ports"]
+    (exporter,) = [collector["exporters"][e] for e in pipeline["exporters"]]
+    assert exporter["endpoint"] == "jaeger:4317" and "jaeger" in services
+    assert "16686:16686" in services["jaeger"]["ports"]
+    # The service: tracing switched on by the standard variables alone, over gRPC to the collector.
+    env = compose()["x-service-env"]
+    for name in [k for k in os.environ if k.startswith(("OTEL_", "MEDIX_"))]:
+        monkeypatch.delenv(name)
+    for name, value in env.items():
+        if name.startswith("OTEL_"):
+            monkeypatch.setenv(name, value)
+    settings = Settings()
+    assert settings.tracing_on and settings.otel_exporter_otlp_protocol == "grpc"
+    assert settings.otel_exporter_otlp_endpoint == "http://otel-collector:4317"
+    # Both vLLM servers export their spans to the same collector, under their own names.
+    for name in ("judge", "embed"):
+        assert "--otlp-traces-endpoint=grpc://otel-collector:4317" in services[name]["command"], name
+        assert services[name]["environment"]["OTEL_SERVICE_NAME"] == f"vllm-{name}"

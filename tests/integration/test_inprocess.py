@@ -36,4 +36,6 @@ def test_inprocess_cache_serves_a_repeat(service_inprocess, slake):
     assert all(r["details"]["cache"]["judge"] for r in again["results"] if r["details"]["decided_by"] == "backends")
     ready = httpx.get(f"{service_inprocess.url}/readyz").json()
     assert ready["components"]["judge"]["engine"] == "in-process"
+    # Blocks short enough for the verdict prompt's shared part (~110 tokens) to be reused (docs/judge-engine.md).
+    assert ready["components"]["judge"]["kv_block_size"] == 32
     assert ready["components"]["cache"]["backend"] == "memory"

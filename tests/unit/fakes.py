@@ -9,6 +9,12 @@ from typing import Any
 import numpy as np
 
 from service.backends.base import Completion, TransientBackendError
+from service.runtime.usage import embed_reply, judge_reply
+
+
+def words(texts: list[str]) -> int:
+    """The fakes' token count, as a server's `usage` would report it: words."""
+    return sum(len(t.split()) for t in texts)
 
 
 class FakeJudge:
@@ -33,6 +39,7 @@ class FakeJudge:
         self.calls.append(messages)
         if self.fail:
             raise TransientBackendError("connection refused")
+        judge_reply(words([m["content"] for m in messages]), 1)
         if json_schema is not None:
             return Completion(self.grade(messages, json_schema))
         user = messages[-1]["content"]
@@ -79,6 +86,7 @@ class FakeEmbedder:
         self.calls.append(list(texts))
         if self.fail:
             raise TransientBackendError("embedder down")
+        embed_reply(words(texts))
         rows = []
         for t in texts:
             seed = int(hashlib.sha256(t.lower().encode()).hexdigest()[:8], 16)

@@ -19,7 +19,7 @@ from typer.testing import CliRunner
 
 from clients.client import ClientSettings
 from service.api.errors import STATUS
-from service.settings import DEPRECATED_ENV, Settings
+from service.settings import DEPRECATED_ENV, Settings, env_names
 
 ROOT = Path(__file__).resolve().parents[2]
 DOCS = [ROOT / "README.md", *sorted((ROOT / "docs").glob("*.md"))]
@@ -215,7 +215,8 @@ def _haproxy_env() -> set[str]:
     return set(re.findall(r"\$\{(MEDIX_[A-Z0-9_]+)\}", text(ROOT / "deploy" / "haproxy" / "haproxy.cfg")))
 
 
-KNOWN_ENV = ({f"MEDIX_{name.upper()}" for name in Settings.model_fields} | set(DEPRECATED_ENV)
+KNOWN_ENV = ({env for name in Settings.model_fields for env in env_names(name) if env.startswith("MEDIX_")}
+             | set(DEPRECATED_ENV)
              | {f"MEDIX_{name.upper()}" for name in ClientSettings.model_fields}  # MEDIX_URL, MEDIX_API_KEY
              | _haproxy_env())
 
@@ -300,6 +301,18 @@ def test_every_error_one_item_gets_is_in_the_api_doc():
     types = {t for writer in ITEM for _, t in error_types_in_code()[writer]}
     missing = sorted(t for t in types if f"`{t}`" not in per_item)
     assert not missing, f"docs/api.md does not list these per-item errors: {missing}"
+
+
+# --- metrics -----------------------------------------------------------------------------------------------
+
+def test_the_api_doc_metric_table_lists_every_metric_and_no_other():
+    from service.runtime.metrics import Metrics
+
+    exposed = {f"{f.name}_total" if f.type == "counter" else f.name for f in Metrics().registry.collect()}
+    metrics = API[API.index("## Metrics"):]
+    table = set(re.findall(r"^\| `(medix_\w+)` \|", metrics, flags=re.M))
+    assert len(table) >= 15
+    assert table == exposed, f"undocumented: {sorted(exposed - table)}; no such metric: {sorted(table - exposed)}"
 
 
 # --- medix-judge compare ------------------------------------------------------------------------------------

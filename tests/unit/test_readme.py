@@ -1,6 +1,6 @@
 from pathlib import Path
 
-from service.settings import Settings
+from service.settings import Settings, env_names
 
 ROOT = Path(__file__).resolve().parents[2]
 README = (ROOT / "README.md").read_text()
@@ -8,7 +8,7 @@ CONFIG = (ROOT / "docs" / "configuration.md").read_text()
 
 
 def test_every_setting_is_documented():
-    missing = [f"MEDIX_{n.upper()}" for n in Settings.model_fields if f"`MEDIX_{n.upper()}`" not in CONFIG]
+    missing = [env for n in Settings.model_fields for env in env_names(n) if f"`{env}`" not in CONFIG]
     assert not missing, missing
 
 

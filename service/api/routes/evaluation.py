@@ -6,7 +6,7 @@ from fastapi import APIRouter, Request
 
 from service.api.body import JsonBodyRoute
 from service.api.cancellation import with_cancellation
-from service.api.deps import AdmissionDep, EvaluatorDep
+from service.api.deps import AdmissionDep, EvaluatorDep, usage_info
 from service.api.errors import SCORING_ERRORS
 from service.evaluation.wire import JudgeRequest, JudgeResponse
 
@@ -21,4 +21,6 @@ async def judge(body: JudgeRequest, request: Request, evaluator: EvaluatorDep,
     # Charged a round an item (twice with a probe): each round is a judge call (a reply that does not parse costs
     # more, unknown here).
     async with admission.admit(request, body, "items", calls_per_item=body.rounds * (2 if body.probe else 1)) as tenant:
-        return await evaluator.evaluate(body, tenant=tenant)
+        judged = await evaluator.evaluate(body, tenant=tenant)
+    judged.usage = usage_info()
+    return judged

@@ -8,7 +8,7 @@ from fastapi import APIRouter, Query, Request
 
 from service.api.body import JsonBodyRoute
 from service.api.cancellation import with_cancellation
-from service.api.deps import AdmissionDep, ScorerDep
+from service.api.deps import AdmissionDep, ScorerDep, usage_info
 from service.api.errors import SCORING_ERRORS
 from service.reward import openrlhf
 from service.reward.wire import OpenRLHFRequest, OpenRLHFResponse, RewardRequest, RewardResponse
@@ -23,7 +23,9 @@ async def reward(body: RewardRequest, request: Request, scorer: ScorerDep,
     """Score a batch of sampled answers with the composite reward; results in request order."""
     scorer.profile(body.profile)  # an unknown profile is refused before the rate limit is charged
     async with admission.admit(request, body, "items") as tenant:
-        return await scorer.score(body, tenant=tenant)
+        scored = await scorer.score(body, tenant=tenant)
+    scored.usage = usage_info()
+    return scored
 
 
 @router.post("/get_reward", response_model=OpenRLHFResponse, responses=SCORING_ERRORS)

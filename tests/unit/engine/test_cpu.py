@@ -107,3 +107,15 @@ def test_the_engine_runs_a_short_set_on_a_cpu_and_the_setting_wins():
     assert engine_max_num_seqs(None, gpu=False) == CPU_MAX_NUM_SEQS
     assert engine_max_num_seqs(None, gpu=True) is None  # vLLM's own default on a GPU
     assert engine_max_num_seqs(200, gpu=False) == 200
+
+
+def test_block_size_lets_the_cpu_engine_reuse_the_verdict_prompts_shared_part():
+    import pytest
+
+    from service.engine.cpu import CPU_BLOCK_SIZE, engine_block_size
+
+    assert engine_block_size(None, gpu=False) == CPU_BLOCK_SIZE == 32  # vLLM's CPU default (128) is too long
+    assert engine_block_size(None, gpu=True) is None  # vLLM's GPU default (16) already is short enough
+    assert engine_block_size(64, gpu=False) == 64 and engine_block_size(16, gpu=True) == 16
+    with pytest.raises(ValueError, match="multiple of 32"):
+        engine_block_size(16, gpu=False)  # does not start on vLLM's CPU backend

@@ -1,0 +1,77 @@
+"""The span helpers of the core: spans where the request is traced, nothing where it is not."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+
+import pytest
+from opentelemetry.sdk.trace import TracerProvider
+from opentelemetry.sdk.trace.export import SimpleSpanProcessor
+from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
+from opentelemetry.trace import StatusCode
+
+from service.runtime import tracing
+
+
+@pytest.fixture
+def exported() -> Iterator[tuple[TracerProvider, InMemorySpanExporter]]:
+    exporter = InMemorySpanExporter()
+    provider = TracerProvider()
+    provider.add_span_processor(SimpleSpanProcessor(exporter))
+    yield provider, exporter
+    provider.shutdown()
+
+
+def test_untraced_the_helpers_make_nothing(exported):
+    _, exporter = exported
+    assert tracing.TRACER.get() is None and not tracing.traced()
+    with tracing.span("rules", x=1) as span:
+        assert span is None
+    tracing.span_since("judge_queue", 0.5)
+    tracing.annotate(x=1)
+    assert exporter.get_finished_spans() == ()
+
+
+def test_traced_spans_nest_under_the_current_one_with_their_attributes(exported):
+    provider, exporter = exported
+    token = tracing.TRACER.set(provider.get_tracer("t"))
+    try:
+        with tracing.span("request") as outer:
+            with tracing.span("judge", **{"medix.kind": "judge"}):
+                tracing.annotate(**{"medix.calls": 3})
+                tracing.span_since("judge_queue", 0.25)
+    finally:
+        tracing.TRACER.reset(token)
+    spans = {s.name: s for s in exporter.get_finished_spans()}
+    assert set(spans) == {"request", "judge", "judge_queue"}
+    assert spans["judge"].parent.span_id == outer.get_span_context().span_id
+    assert spans["judge_queue"].parent.span_id == spans["judge"].context.span_id
+    assert dict(spans["judge"].attributes) == {"medix.kind": "judge", "medix.calls": 3}
+    lasted = (spans["judge_queue"].end_time - spans["judge_queue"].start_time) / 1e9
+    assert lasted == pytest.approx(0.25, abs=1e-3)
+
+
+def test_an_error_is_recorded_by_its_type_alone(exported):
+    provider, exporter = exported
+    token = tracing.TRACER.set(provider.get_tracer("t"))
+    try:
+        with pytest.raises(ValueError), tracing.span("judge_call"):
+            raise ValueError("cannot reach http://user:secret@judge:8000/v1")
+    finally:
+        tracing.TRACER.reset(token)
+    (span,) = exporter.get_finished_spans()
+    assert span.status.status_code == StatusCode.ERROR and span.status.description == "ValueError"
+    assert not span.events  # no exception event with the message
+
+
+def test_child_spans_only_start_nothing_outside_a_trace(exported):
+    provider, exporter = exported
+    tracer = tracing.ChildSpansOnly(provider).get_tracer("httpx")
+    with tracer.start_as_current_span("GET") as orphan:
+        assert not orphan.get_span_context().is_valid
+    assert not tracer.start_span("GET").get_span_context().is_valid
+    with provider.get_tracer("t").start_as_current_span("request") as parent:
+        with tracer.start_as_current_span("POST") as child:
+            assert child.get_span_context().trace_id == parent.get_span_context().trace_id
+    assert [s.name for s in exporter.get_finished_spans()] == ["POST", "request"]
+
