@@ -179,8 +179,7 @@ def build_app(settings: Settings | None = None, *, judge: JudgeBackend | None = 
             await init_app_state(app.state, settings, metrics, closing, judge=judge, embedder=embedder,
                                  cache_store=cache_store, tracer_provider=tracer_provider)
             # What start-up made (modules, models, the tracing SDK) lives as long as the process: out of the
-            # collector's way, so that a full collection scans only what requests make (measured: part of what
-            # tracing cost a warm batch was the collector rescanning the SDK's objects).
+            # collector's way, so that a full collection scans only what requests make.
             gc.collect()
             gc.freeze()
             yield
