@@ -8,6 +8,7 @@ import asyncio
 import os
 import statistics
 from collections.abc import Callable
+from contextlib import ExitStack
 from pathlib import Path
 from typing import Any
 
@@ -52,16 +53,12 @@ def run_replicas(settings: Settings, judge_url: str, items: list[dict[str, Any]]
         runs: dict[str, list[dict[str, Any]]] = {routing: [] for routing in ROUTINGS}
         log(f"replicas: the {len(items)}-item cold batch over 2 judge replicas, least busy and by prefix, "
             f"{repeats} each ...")
-        threads = {routing: ServiceThread(svc.app, port + 1 + i) for i, (routing, svc) in enumerate(services.items())}
-        for thread in threads.values():
-            thread.__enter__()
-        try:
+        with ExitStack() as stack:
+            threads = {routing: stack.enter_context(ServiceThread(svc.app, port + 1 + i))
+                       for i, (routing, svc) in enumerate(services.items())}
             for _ in range(repeats):
                 for routing, svc in services.items():
                     runs[routing].append(asyncio.run(_one_run(svc, threads[routing].url, urls, items, key)))
-        finally:
-            for thread in threads.values():
-                thread.__exit__(None, None, None)
     finally:
         proc.terminate()
         proc.wait(30)
