@@ -148,8 +148,8 @@ class RequestGuard:
             attributes["medix.tenant"] = tenant
         if scope["state"].get("items") is not None:
             attributes["medix.items"] = scope["state"]["items"]
-        if spent is not None:
-            attributes.update({f"medix.{k}": v for k, v in spent.counts().items()})
+        if spent is not None:  # a count of zero is left out: each attribute costs the request its encoding
+            attributes.update({f"medix.{k}": v for k, v in spent.counts().items() if v})
         span.set_attributes(attributes)
 
     async def _refuse(self, scope: Scope, receive: Receive, send: Send, status: int, type_: str, message: str,

@@ -15,7 +15,7 @@ import os
 import sys
 import tempfile
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -110,17 +110,19 @@ def unshared(calls: list[list[dict[str, str]]]) -> list[list[dict[str, str]]]:
 
 @dataclass
 class Fresh:
-    """Before each run: the service's reward cache cleared and the engine's prefix cache emptied (or kept)."""
+    """Before each run: the service's reward cache cleared and the prefix cache of each judge server (one URL, or
+    every replica's) emptied, or kept."""
 
-    judge_url: str
+    judge_urls: str | Sequence[str]
     clear_cache: Callable[[], None]
     prefix_reset: bool | None = None  # learned on first use
 
     async def __call__(self, empty_prefix: bool = True) -> None:
         self.clear_cache()
         if empty_prefix:
-            ok = await reset_prefix_cache(self.judge_url)
-            self.prefix_reset = ok if self.prefix_reset is None else self.prefix_reset and ok
+            for url in [self.judge_urls] if isinstance(self.judge_urls, str) else self.judge_urls:
+                ok = await reset_prefix_cache(url)
+                self.prefix_reset = ok if self.prefix_reset is None else self.prefix_reset and ok
 
 
 def phase_seconds(metrics: Metrics) -> dict[str, float]:

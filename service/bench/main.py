@@ -27,6 +27,7 @@ from opentelemetry.sdk.trace.export import BatchSpanProcessor, SpanExporter, Spa
 from clients.datasets import DEFAULT_MIX, grpo_batch, read_jsonl
 from service.backends.base import Completion
 from service.backends.http import auth_headers
+from service.bench.waiting import wait_until_up
 from service.engine import cpu
 from service.reward import rules
 from service.reward.profiles import PROFILES
@@ -140,16 +141,13 @@ class ServiceThread:
 
     def __enter__(self) -> ServiceThread:
         self.thread.start()
-        deadline = time.monotonic() + self.timeout_s
-        while time.monotonic() < deadline:
-            try:
-                if httpx.get(f"{self.url}{self.ready_path}", timeout=5).status_code == 200:
-                    return self
-            except httpx.HTTPError:
-                pass
-            time.sleep(0.2)
-        self.__exit__()
-        raise RuntimeError(f"the service did not answer {self.ready_path} in {self.timeout_s:.0f} s")
+        try:
+            wait_until_up(f"{self.url}{self.ready_path}", what="the service", timeout_s=self.timeout_s,
+                          exited=lambda: None if self.thread.is_alive() else "its thread ended")
+        except RuntimeError:
+            self.__exit__()
+            raise
+        return self
 
     def __exit__(self, *exc: object) -> None:
         self.server.should_exit = True
@@ -295,18 +293,12 @@ def start_judge_server(port: int, eager: bool, log: Path, dtype: str | None = No
 
 
 def wait_judge(url: str, proc: subprocess.Popen[bytes] | None, timeout: float = 600) -> str:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if proc is not None and proc.poll() is not None:
-            raise RuntimeError("the judge server exited during start-up")
-        try:
-            r = httpx.get(f"{url}/models", timeout=3)
-            if r.status_code == 200:
-                return str(r.json()["data"][0]["id"])
-        except httpx.HTTPError:
-            pass
-        time.sleep(1)
-    raise RuntimeError(f"no judge server at {url}")
+    """The model id of the judge server at `url`, once it answers."""
+    def exited() -> str | None:
+        return None if proc is None or proc.poll() is None else f"exit code {proc.returncode}"
+
+    reply = wait_until_up(f"{url}/models", what="the judge server", timeout_s=timeout, every_s=1, exited=exited)
+    return str(reply.json()["data"][0]["id"])
 
 
 MODES = ("engine", "baseline", "limit", "per-sample", "fairness", "tracing", "replicas", "capacity")
@@ -775,17 +767,22 @@ def _report_fairness(x: dict[str, Any], echo: Callable[[str], None]) -> None:
 
 # -- tracing: what OpenTelemetry tracing costs the service --------------------------------------------------------
 TRACING_TARGET = 1.02  # with tracing on, the cold and the warm batch take at most 2% longer
+# A warm batch takes ~30 ms on a CPU, where one run's noise is a few percent: this many runs each at least.
+TRACING_WARM_RUNS = 100
 
 
 class EncodedSpans(SpanExporter):
     """A span exporter that encodes each batch as the OTLP exporters do and then drops it: the whole cost of exporting
-    in the service's process, with no collector to send to."""
+    in the service's process, with no collector to send to. Counts the spans and the CPU seconds spent encoding."""
 
     def __init__(self) -> None:
         self.spans = 0
+        self.seconds = 0.0
 
     def export(self, spans: Sequence[ReadableSpan]) -> SpanExportResult:
+        start = time.thread_time()  # the encoding's own CPU time, not its waits for the interpreter lock
         encode_spans(spans).SerializeToString()
+        self.seconds += time.thread_time() - start
         self.spans += len(spans)
         return SpanExportResult.SUCCESS
 
@@ -793,52 +790,65 @@ class EncodedSpans(SpanExporter):
 def _run_tracing(settings: Settings, judge_url: str, items: list[dict[str, Any]], *, port: int, cold_repeats: int,
                  warm_repeats: int, log: Callable[[str], None]) -> dict[str, Any]:
     """The batch cold and warm on two copies of the service, tracing off and on (the SDK's batching processor, spans
-    encoded for OTLP), against the same judge server, the runs alternated so that drift hits both alike."""
+    encoded for OTLP), against the same judge server, the runs alternated so that drift hits both alike. Exporting is
+    counted: what the SDK's thread encodes during a run is in that run's time, and what is left queued is encoded
+    after the run (a cold one) or after all of them (the warm ones, whose few spans the SDK batches together) and its
+    time added to the runs it came from."""
     from service.bench import load
 
     exporter = EncodedSpans()
     provider = TracerProvider()
-    provider.add_span_processor(BatchSpanProcessor(exporter))
+    provider.add_span_processor(BatchSpanProcessor(exporter))  # the SDK's defaults: batches of up to 512 spans
     # Off whatever the environment says; on with this provider.
     services = {"off": _service_under_test(settings.model_copy(update={"tracing": False})),
                 "on": _service_under_test(settings, provider)}
     key = BENCH_KEYS["key1"]
-    seconds: dict[str, dict[str, list[float]]] = {run: {"off": [], "on": []} for run in ("cold", "warm")}
-    spans: dict[str, list[int]] = {"cold": [], "warm": []}
+    warm_repeats = max(warm_repeats, TRACING_WARM_RUNS)
     log(f"tracing: the {len(items)}-item batch with tracing off and on, alternated: {cold_repeats} cold and "
         f"{warm_repeats} warm runs each ...")
+    out: dict[str, Any] = {"target": TRACING_TARGET}
     with ServiceThread(services["off"].app, port) as off, ServiceThread(services["on"].app, port + 1) as on:
         urls = {"off": off.url, "on": on.url}
         fresh = {name: load.Fresh(judge_url, svc.app.state.scorer.cache.store.clear) for name, svc in services.items()}
         for run, repeats in (("cold", cold_repeats), ("warm", warm_repeats)):
+            by: dict[str, list[float]] = {"off": [], "on": []}
+            spans, encoding = exporter.spans, exporter.seconds
             for i in range(repeats):
                 for name in ("off", "on") if i % 2 == 0 else ("on", "off"):
-                    before = exporter.spans
                     outcome = asyncio.run(service_run(urls[name], items, 1, services[name].clock,
                                                       fresh[name] if run == "cold" else None, key))
-                    seconds[run][name] += outcome.seconds
-                    if name == "on":
-                        provider.force_flush()
-                        spans[run].append(exporter.spans - before)
+                    by[name] += outcome.seconds
+                    if name == "on" and run == "cold":  # a cold batch's spans fill batches of their own
+                        by["on"][-1] += _flush(provider, exporter)
+            # Warm batches' few spans go out together, as the SDK batches them; each run gets its share.
+            flushed = _flush(provider, exporter) / repeats
+            by["on"] = [s + flushed for s in by["on"]]
+            off_s, on_s = statistics.median(by["off"]), statistics.median(by["on"])
+            out[run] = {"off_s": by["off"], "on_s": by["on"], "off_median_s": off_s, "on_median_s": on_s,
+                        "ratio": on_s / off_s, "spans_per_request": (exporter.spans - spans) / repeats,
+                        "export_ms": 1000 * (exporter.seconds - encoding) / repeats}
     provider.shutdown()
-    out: dict[str, Any] = {"target": TRACING_TARGET}
-    for run, by in seconds.items():
-        off_s, on_s = statistics.median(by["off"]), statistics.median(by["on"])
-        out[run] = {"off_s": by["off"], "on_s": by["on"], "off_median_s": off_s, "on_median_s": on_s,
-                    "ratio": on_s / off_s, "spans_per_request": statistics.median(spans[run]) if spans[run] else 0}
     return out
+
+
+def _flush(provider: TracerProvider, exporter: EncodedSpans) -> float:
+    """Seconds the exporter spent on what was still queued (an export the SDK made during a run is in its time)."""
+    before = exporter.seconds
+    provider.force_flush()
+    return exporter.seconds - before
 
 
 def _report_tracing(x: dict[str, Any], items: int, echo: Callable[[str], None], show: Callable[[Any], None]) -> None:
     from rich.table import Table
 
     table = Table(title=f"tracing off and on, {items}-item batch (medians; runs alternated)")
-    for col in ("run", "runs each", "off s", "on s", "on / off", "spans per request"):
+    for col in ("run", "runs each", "off s", "on s (with export)", "on / off", "spans per request",
+                "export ms per request"):
         table.add_column(col, justify="right")
     for run in ("cold", "warm"):
         y = x[run]
-        table.add_row(run, str(len(y["off_s"])), f"{y['off_median_s']:.3f}", f"{y['on_median_s']:.3f}",
-                      f"{y['ratio']:.3f}", f"{y['spans_per_request']:.0f}")
+        table.add_row(run, str(len(y["off_s"])), f"{y['off_median_s']:.4f}", f"{y['on_median_s']:.4f}",
+                      f"{y['ratio']:.3f}", f"{y['spans_per_request']:.0f}", f"{y.get('export_ms', 0.0):.2f}")
     show(table)
     worst = max(x["cold"]["ratio"], x["warm"]["ratio"])
     echo(f"tracing costs the cold batch {x['cold']['ratio'] - 1:+.1%} and the warm batch {x['warm']['ratio'] - 1:+.1%} "

@@ -68,9 +68,7 @@ def run_replicas(settings: Settings, judge_url: str, items: list[dict[str, Any]]
 async def _one_run(svc: Any, url: str, urls: list[str], items: list[dict[str, Any]], key: str) -> dict[str, Any]:
     from service.bench import load
 
-    svc.app.state.scorer.cache.store.clear()
-    for judge in urls:
-        await load.reset_prefix_cache(judge)
+    await load.Fresh(urls, svc.app.state.scorer.cache.store.clear)()
     before = await _counters(urls)
     seconds = await load.one_batch(url, items, key)
     after = await _counters(urls)

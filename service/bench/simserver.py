@@ -52,6 +52,8 @@ from typing import Any
 
 import httpx
 
+from service.bench.waiting import wait_until_up
+
 JUDGE_MODEL = "sim-judge"
 EMBED_MODEL = "sim-embed"
 DEFAULT_DIM = 1024  # MedEmbed-large's, the method's embedder
@@ -528,18 +530,14 @@ class SimProcess:
         # Its output goes to a file: a pipe nobody reads would stop the server once full.
         with self.log.open("wb") as out:
             self.proc = subprocess.Popen(self.argv, stdout=out, stderr=subprocess.STDOUT)
-        deadline = time.monotonic() + self.timeout_s
-        while time.monotonic() < deadline:
-            if self.proc.poll() is not None:
-                raise RuntimeError(f"the simulated judge server exited: {self.log.read_text()[-2000:]}")
-            try:
-                if httpx.get(f"{self.url}/health", timeout=2).status_code == 200:
-                    return self
-            except httpx.HTTPError:
-                pass
-            time.sleep(0.1)
-        self.__exit__()
-        raise RuntimeError(f"the simulated judge server did not answer on {self.url}")
+        proc = self.proc
+        try:
+            wait_until_up(f"{self.url}/health", what="the simulated judge server", timeout_s=self.timeout_s,
+                          every_s=0.1, exited=lambda: None if proc.poll() is None else self.log.read_text()[-2000:])
+        except RuntimeError:
+            self.__exit__()
+            raise
+        return self
 
     def __exit__(self, *exc: object) -> None:
         if self.proc is not None and self.proc.poll() is None:

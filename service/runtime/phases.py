@@ -23,7 +23,7 @@ T = TypeVar("T")
 request_id: contextvars.ContextVar[str | None] = contextvars.ContextVar("medix_request_id", default=None)
 log = logging.getLogger("medix.trace")
 # Phases under which nothing is traced: their spans need not be the current one (runtime/tracing.py, `leaf`).
-LEAVES = frozenset({"rules", "cache_lookup", "cache_write", "compose"})
+LEAVES = frozenset({"rules", "cache_lookup", "compose"})
 
 
 class PhaseTimer:
@@ -49,7 +49,7 @@ class PhaseTimer:
 
     def trace(self, route: str, **counts: Any) -> None:
         if tracing.traced():  # the same counts on the request's span (its tenant and items are set by the guard)
-            tracing.annotate(**{f"medix.{k}": v for k, v in counts.items() if k not in ("tenant", "items")})
+            tracing.annotate(**{f"medix.{k}": v for k, v in counts.items() if v and k not in ("tenant", "items")})
         if log.isEnabledFor(logging.DEBUG):
             log.debug("trace %s %s total=%.1fms %s", route, request_id.get() or "-",
                       (time.perf_counter() - self._start) * 1000,

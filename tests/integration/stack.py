@@ -15,6 +15,7 @@ import httpx
 from prometheus_client.parser import text_string_to_metric_families
 
 from clients.datasets import DATA_DIR
+from service.bench.waiting import wait_until_up
 
 ROOT = Path(__file__).resolve().parents[2]
 DATA = DATA_DIR
@@ -67,18 +68,12 @@ class Proc:
 
 
 def wait_http(proc: Proc, url: str, timeout: float) -> None:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if not proc.alive():
-            raise RuntimeError(f"{proc.name} exited during start-up:\n{proc.tail()}")
-        try:
-            if httpx.get(url, timeout=2).status_code == 200:
-                return
-        except httpx.HTTPError:
-            pass
-        time.sleep(0.5)
-    proc.stop()
-    raise RuntimeError(f"{proc.name} not up at {url} after {timeout:.0f} s:\n{proc.tail()}")
+    try:
+        wait_until_up(url, what=proc.name, timeout_s=timeout, every_s=0.5,
+                      exited=lambda: None if proc.alive() else "its process ended")
+    except RuntimeError as exc:
+        proc.stop()
+        raise RuntimeError(f"{exc}\n{proc.tail()}") from None
 
 
 def start_judge_server(log_dir: Path, eager: bool = True, port: int | None = None) -> tuple[Proc, str]:

@@ -71,8 +71,14 @@ async def test_a_request_is_one_span_with_its_phases_below_it(exported, caplog):
     async with client(app) as c:
         with caplog.at_level(logging.INFO, logger="medix.access"):
             r = await c.post("/reward", json={"items": [GOOD, GOOD, EXACT]}, headers=AUTH)
+        spans = exporter.get_finished_spans()
+        exporter.clear()
+        # Served from the cache: no judge work, and the counts of zero are left off the request's span.
+        assert (await c.post("/reward", json={"items": [GOOD, GOOD, EXACT]}, headers=AUTH)).status_code == 200
+        again = dict(request_span(exporter.get_finished_spans()).attributes)
+    assert again["medix.items"] == 3 and again["medix.pairs"] == 1
+    assert not {"medix.judge_calls", "medix.judge_prompt_tokens", "medix.judged"} & set(again)
     assert r.status_code == 200, r.text
-    spans = exporter.get_finished_spans()
     top = request_span(spans)
     names = by_name(spans)
     children = {s.name for s in spans if parent_of(s) == top.context.span_id}
