@@ -6,6 +6,7 @@ Both sides use the same judge server, judge prompt and embedding model on the sa
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import itertools
 import os
 import statistics
@@ -800,21 +801,25 @@ def _run_tracing(settings: Settings, judge_url: str, items: list[dict[str, Any]]
     provider = TracerProvider()
     provider.add_span_processor(BatchSpanProcessor(exporter))  # the SDK's defaults: batches of up to 512 spans
     # Off whatever the environment says; on with this provider.
+    # A second copy with tracing off beside the warm runs: what two identical services differ by here (the noise).
     services = {"off": _service_under_test(settings.model_copy(update={"tracing": False})),
-                "on": _service_under_test(settings, provider)}
+                "on": _service_under_test(settings, provider),
+                "control": _service_under_test(settings.model_copy(update={"tracing": False}))}
     key = BENCH_KEYS["key1"]
     warm_repeats = max(warm_repeats, TRACING_WARM_RUNS)
     log(f"tracing: the {len(items)}-item batch with tracing off and on, alternated: {cold_repeats} cold and "
         f"{warm_repeats} warm runs each ...")
     out: dict[str, Any] = {"target": TRACING_TARGET}
-    with ServiceThread(services["off"].app, port) as off, ServiceThread(services["on"].app, port + 1) as on:
-        urls = {"off": off.url, "on": on.url}
+    with contextlib.ExitStack() as stack:
+        urls = {name: stack.enter_context(ServiceThread(svc.app, port + i)).url for i, (name, svc)
+                in enumerate(services.items())}
         fresh = {name: load.Fresh(judge_url, svc.app.state.scorer.cache.store.clear) for name, svc in services.items()}
         for run, repeats in (("cold", cold_repeats), ("warm", warm_repeats)):
-            by: dict[str, list[float]] = {"off": [], "on": []}
+            names = ["off", "on"] if run == "cold" else ["off", "on", "control"]
+            by: dict[str, list[float]] = {name: [] for name in names}
             spans, encoding = exporter.spans, exporter.seconds
             for i in range(repeats):
-                for name in ("off", "on") if i % 2 == 0 else ("on", "off"):
+                for name in names[i % len(names):] + names[:i % len(names)]:
                     outcome = asyncio.run(service_run(urls[name], items, 1, services[name].clock,
                                                       fresh[name] if run == "cold" else None, key))
                     by[name] += outcome.seconds
@@ -827,6 +832,8 @@ def _run_tracing(settings: Settings, judge_url: str, items: list[dict[str, Any]]
             out[run] = {"off_s": by["off"], "on_s": by["on"], "off_median_s": off_s, "on_median_s": on_s,
                         "ratio": on_s / off_s, "spans_per_request": (exporter.spans - spans) / repeats,
                         "export_ms": 1000 * (exporter.seconds - encoding) / repeats}
+            if "control" in by:
+                out[run]["control_ratio"] = statistics.median(by["control"]) / off_s
     provider.shutdown()
     return out
 
@@ -850,6 +857,9 @@ def _report_tracing(x: dict[str, Any], items: int, echo: Callable[[str], None], 
         table.add_row(run, str(len(y["off_s"])), f"{y['off_median_s']:.4f}", f"{y['on_median_s']:.4f}",
                       f"{y['ratio']:.3f}", f"{y['spans_per_request']:.0f}", f"{y.get('export_ms', 0.0):.2f}")
     show(table)
+    if "control_ratio" in x["warm"]:
+        echo(f"noise: a second copy of the service with tracing off took {x['warm']['control_ratio']:.3f}x the "
+             "first's time on the warm batch")
     worst = max(x["cold"]["ratio"], x["warm"]["ratio"])
     echo(f"tracing costs the cold batch {x['cold']['ratio'] - 1:+.1%} and the warm batch {x['warm']['ratio'] - 1:+.1%} "
          f"(target: at most {x['target'] - 1:+.0%}): {'within' if worst <= x['target'] else 'OVER'} the target")
