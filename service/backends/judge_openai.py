@@ -181,9 +181,7 @@ class OpenAIJudge:
             body["logprobs"] = True
             body["top_logprobs"] = top_logprobs
         resp = await self._post("/chat/completions", body)
-        reply = read(ChatCompletion, resp, "the judge")
-        judge_reply(*reply.tokens)
-        out = reply.choices[0]
+        out = self._reply(resp).choices[0]
         step = out.first_step
         # A NaN or infinite logprob is no evidence: left out, as if the server had not sent it.
         first = finite_logprobs((t.token, t.logprob) for t in step.top_logprobs or ()) if step else None
@@ -220,6 +218,13 @@ class OpenAIJudge:
             self._in_flight[i] -= 1
         return resp
 
+    @staticmethod
+    def _reply(resp: httpx.Response) -> ChatCompletion:
+        """The judge's chat reply, its token counts added to the request's usage."""
+        reply = read(ChatCompletion, resp, "the judge")
+        judge_reply(*reply.tokens)
+        return reply
+
     def _rest(self, i: int) -> None:
         if len(self._clients) > 1:
             self._down_until[i] = time.monotonic() + REPLICA_REST_S
@@ -242,9 +247,7 @@ class OpenAIJudge:
     def _read_single_step(resp: httpx.Response) -> tuple[int | None, dict[int, float]]:
         """The emitted token's id and the logprobs by token id, from a reply with `return_tokens_as_token_ids`;
         None as the id when the reply names tokens otherwise (the server ignored the parameter)."""
-        reply = read(ChatCompletion, resp, "the judge")
-        judge_reply(*reply.tokens)
-        step = reply.choices[0].first_step
+        step = OpenAIJudge._reply(resp).choices[0].first_step
         if step is None:
             return None, {}
 

@@ -10,7 +10,8 @@ import hashlib
 import logging
 import time
 from collections import OrderedDict
-from typing import Any, Protocol
+from collections.abc import Awaitable, Callable, Mapping
+from typing import Any, Generic, Protocol, TypeVar
 
 from service.runtime.exceptions import redact
 from service.runtime.metrics import Metrics
@@ -19,6 +20,8 @@ from service.runtime.metrics import Metrics
 UNRESOLVED_MODEL = "unresolved"
 
 log = logging.getLogger("medix.cache")
+E = TypeVar("E")
+R = TypeVar("R")
 
 
 class CacheStore(Protocol):
@@ -120,6 +123,30 @@ class RedisStore:
         await self.client.aclose()
 
 
+class OneTrip(Generic[E, R]):
+    """What is added in one turn of the event loop goes to `send` together, in one call (one round trip to the
+    store); every adder gets that call's result. The call runs on its own, so an adder cancelled meanwhile cancels
+    nobody else's part."""
+
+    def __init__(self, send: Callable[[dict[str, E]], Awaitable[R]]) -> None:
+        self._send = send
+        self._pending: dict[str, E] | None = None  # what waits for the trip under way
+        self._trip: asyncio.Future[R] | None = None
+
+    async def add(self, entries: Mapping[str, E]) -> R:
+        if self._pending is None or self._trip is None or self._trip.done():
+            self._pending = {}
+            self._trip = asyncio.ensure_future(self._go())
+            self._trip.add_done_callback(lambda t: t.cancelled() or t.exception())  # retrieved, even if unawaited
+        self._pending.update(entries)
+        return await asyncio.shield(self._trip)
+
+    async def _go(self) -> R:
+        await asyncio.sleep(0)  # one turn of the loop: what is added meanwhile joins this trip
+        pending, self._pending = self._pending or {}, None
+        return await self._send(pending)
+
+
 class Cache:
     """Degrade-to-miss facade, counted per kind (judge | embed): the look-ups, and the writes, made in one turn of
     the event loop go to the store in one round trip."""
@@ -132,10 +159,11 @@ class Cache:
         self._metrics = metrics
         self._down_s = down_s
         self._down_until = 0.0
-        self._gathering: dict[str, bytes] | None = None  # entries waiting for the write in `_flush`
-        self._flush: asyncio.Future[None] | None = None
-        self._reading: dict[str, None] | None = None  # keys waiting for the look-up in `_read`
-        self._read: asyncio.Future[dict[str, bytes | None]] | None = None
+        # Hundreds of one-item requests at once made a look-up each (with Redis, more than its pool holds), and a
+        # fast judge finishes dozens of verdicts at once, each stored as soon as it is judged (measured on one core
+        # against a simulated GPU judge: with Redis, one pipeline a verdict was 13% of the service's time).
+        self._reads: OneTrip[None, dict[str, bytes | None]] = OneTrip(self._read_many)
+        self._writes: OneTrip[bytes, None] = OneTrip(self._write_many)
 
     def key(self, kind: str, *parts: str) -> str:
         h = hashlib.sha256("\x1f".join(parts).encode()).hexdigest()
@@ -169,39 +197,21 @@ class Cache:
         return out
 
     async def _get_gathered(self, keys: list[str]) -> list[bytes | None]:
-        """The keys' values; the look-ups made in the same turn of the event loop go to the store together, in one
-        round trip (hundreds of one-item requests at once made one each: with Redis, more than its pool holds)."""
-        if self._reading is None or self._read is None or self._read.done():
-            self._reading = {}
-            self._read = asyncio.ensure_future(self._read_gathered())
-            self._read.add_done_callback(lambda t: t.cancelled() or t.exception())  # retrieved, even if unawaited
-        self._reading.update(dict.fromkeys(keys))
-        found = await asyncio.shield(self._read)
+        """The keys' values; the look-ups made in the same turn of the event loop go to the store together."""
+        found = await self._reads.add(dict.fromkeys(keys))
         return [found.get(k) for k in keys]
 
-    async def _read_gathered(self) -> dict[str, bytes | None]:
-        await asyncio.sleep(0)  # one turn of the loop: the look-ups made meanwhile join this one
-        keys, self._reading = list(self._reading or {}), None
-        return dict(zip(keys, await self.store.get_many(keys), strict=True))
+    async def _read_many(self, keys: dict[str, None]) -> dict[str, bytes | None]:
+        return dict(zip(keys, await self.store.get_many(list(keys)), strict=True))
 
     async def store_many(self, entries: dict[str, bytes]) -> None:
         """Store the entries; returns when they are written (or the write failed: a miss later, never an error).
-
-        Writes made in the same turn of the event loop go to the store together, in one round trip: a fast judge
-        finishes dozens of verdicts at once, each stored as soon as it is judged (measured on one core against a
-        simulated GPU judge: with Redis, one pipeline a verdict was 13% of the service's time). The write runs on
-        its own, so a caller that is cancelled meanwhile does not cancel the others' entries."""
+        Writes made in the same turn of the event loop go to the store together."""
         if not entries or time.monotonic() < self._down_until:
             return
-        if self._gathering is None or self._flush is None or self._flush.done():
-            self._gathering = {}
-            self._flush = asyncio.ensure_future(self._write_gathered())
-        self._gathering.update(entries)
-        await asyncio.shield(self._flush)
+        await self._writes.add(entries)
 
-    async def _write_gathered(self) -> None:
-        await asyncio.sleep(0)  # one turn of the loop: the writes made meanwhile join this one
-        entries, self._gathering = self._gathering or {}, None
+    async def _write_many(self, entries: dict[str, bytes]) -> None:
         try:
             await self.store.set_many(entries, self._ttl)
         except Exception as exc:

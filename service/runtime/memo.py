@@ -18,7 +18,7 @@ from __future__ import annotations
 import hashlib
 import logging
 from collections.abc import Awaitable, Callable, Iterable, Iterator, Mapping
-from contextlib import contextmanager, nullcontext
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from typing import Any, Generic, TypeVar
 
@@ -27,7 +27,7 @@ from opentelemetry.trace import Span
 from service.runtime import tracing
 from service.runtime.cache import UNRESOLVED_MODEL, Cache
 from service.runtime.concurrency import Coalescer, gather_all
-from service.runtime.phases import LEAVES, PhaseTimer
+from service.runtime.phases import PhaseTimer, phase_span
 
 log = logging.getLogger("medix.cache")
 V = TypeVar("V")
@@ -150,5 +150,5 @@ def _phase(timer: PhaseTimer | None, name: str, traced: bool = True) -> Iterator
         with timer.phase(name, traced) as span:
             yield span
     else:
-        with tracing.span(name, leaf=name in LEAVES) if traced else nullcontext() as span:
+        with phase_span(name, traced) as span:
             yield span

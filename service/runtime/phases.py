@@ -11,7 +11,7 @@ import contextvars
 import logging
 import time
 from collections.abc import Iterator
-from contextlib import contextmanager, nullcontext
+from contextlib import AbstractContextManager, contextmanager, nullcontext
 from typing import Any, TypeVar
 
 from opentelemetry.trace import Span
@@ -24,6 +24,11 @@ request_id: contextvars.ContextVar[str | None] = contextvars.ContextVar("medix_r
 log = logging.getLogger("medix.trace")
 # Phases under which nothing is traced: their spans need not be the current one (runtime/tracing.py, `leaf`).
 LEAVES = frozenset({"rules", "cache_lookup", "compose"})
+
+
+def phase_span(name: str, traced: bool = True) -> AbstractContextManager[Span | None]:
+    """The span of phase `name` in the request's trace (none when `traced` is false: a phase with nothing to do)."""
+    return tracing.span(name, leaf=name in LEAVES) if traced else nullcontext()
 
 
 class PhaseTimer:
@@ -42,7 +47,7 @@ class PhaseTimer:
         false: a phase with nothing to do)."""
         start = time.perf_counter()
         try:
-            with tracing.span(name, leaf=name in LEAVES) if traced else nullcontext() as span:
+            with phase_span(name, traced) as span:
                 yield span
         finally:
             self.record(name, time.perf_counter() - start)

@@ -32,15 +32,12 @@ class Usage:
 
     def add_judge(self, prompt: int | None, completion: int | None) -> None:
         self.judge_calls += 1
-        for kind, n in (("prompt", prompt), ("completion", completion)):
-            if not n:
-                continue
-            if kind == "prompt":
-                self.judge_prompt_tokens += n
-            else:
-                self.judge_completion_tokens += n
-            if self.metrics is not None:
-                self.metrics.judge_tokens.labels(self.tenant, self.route, kind).inc(n)
+        self.judge_prompt_tokens += prompt or 0
+        self.judge_completion_tokens += completion or 0
+        if self.metrics is not None:
+            for kind, n in (("prompt", prompt), ("completion", completion)):
+                if n:
+                    self.metrics.judge_tokens.labels(self.tenant, self.route, kind).inc(n)
 
     def add_embed(self, tokens: int | None) -> None:
         if not tokens:
