@@ -22,7 +22,6 @@ import asyncio
 import os
 import random
 import statistics
-import threading
 import time
 import uuid
 from collections.abc import Callable, Iterator, Mapping
@@ -159,11 +158,10 @@ class LoopRecorder:
     def __init__(self, app: Any) -> None:
         self.app = app
         self.loop: asyncio.AbstractEventLoop | None = None
-        self.thread: int | None = None
 
     async def __call__(self, scope: Any, receive: Any, send: Any) -> None:
         if self.loop is None:
-            self.loop, self.thread = asyncio.get_running_loop(), threading.get_ident()
+            self.loop = asyncio.get_running_loop()
         await self.app(scope, receive, send)
 
     def call(self, fn: Callable[[], Any]) -> Any:

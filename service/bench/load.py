@@ -89,16 +89,16 @@ class HitShare:
 
     judge_url: str
     before: tuple[float, float] | None = None
-    share: float | None = None
 
     async def start(self) -> None:
         self.before = await prefix_cache_tokens(self.judge_url)
 
     async def stop(self) -> float | None:
+        """The share since `start`; None where the server does not report it or nothing was looked up."""
         after = await prefix_cache_tokens(self.judge_url)
-        if self.before is not None and after is not None and after[0] > self.before[0]:
-            self.share = (after[1] - self.before[1]) / (after[0] - self.before[0])
-        return self.share
+        if self.before is None or after is None or after[0] <= self.before[0]:
+            return None
+        return (after[1] - self.before[1]) / (after[0] - self.before[0])
 
 
 def unshared(calls: list[list[dict[str, str]]]) -> list[list[dict[str, str]]]:

@@ -330,8 +330,8 @@ def run_bench(*, data: Path, questions: int, samples: int, seed: int, judge_url:
     out: dict[str, Any] = {"items": len(items), "mix": kinds, "modes": list(modes)}
     if capacity_out is not None:
         out["capacity"] = capacity_out
-    judge_url, judge_proc, engine_dtype = _judge_server(judge_url, port + 100, eager=eager, dtype=dtype, log=log,
-                                                        block_size=block_size)
+    judge_url, judge_proc, engine_dtype, engine_blocks = _judge_server(judge_url, port + 100, eager=eager,
+                                                                       dtype=dtype, log=log, block_size=block_size)
     try:
         model = wait_judge(judge_url, judge_proc)
         cpu.pin_service(cpu.engine_cores("auto"))
@@ -364,19 +364,19 @@ def run_bench(*, data: Path, questions: int, samples: int, seed: int, judge_url:
         "judge_model": model,
         "judge_mode": ("eager" if eager else "compiled") if judge_proc is not None else "server at --judge-url",
         "dtype": engine_dtype, "cpu": cpu.cpu_summary(), "verdict": service.judge.describe(), "engine": engine,
-        "block_size": (cpu.engine_block_size(block_size or Settings().vllm_block_size, cpu.has_gpu()) or "default")
-        if judge_proc is not None else "set by the judge server at --judge-url",
+        "block_size": engine_blocks,
     })
     return out
 
 
 def _judge_server(judge_url: str | None, port: int, *, eager: bool, dtype: str | None,
                   log: Callable[[str], None],
-                  block_size: int | None = None) -> tuple[str, subprocess.Popen[bytes] | None, str]:
+                  block_size: int | None = None) -> tuple[str, subprocess.Popen[bytes] | None, str, int | str]:
     """The judge server at `judge_url`, else one started here on `port`: its URL, the process started (None for
-    a given server) and what the run reports as its dtype."""
+    a given server) and what the run reports as its dtype and KV block."""
     if judge_url is not None:
-        return judge_url, None, "set by the judge server at --judge-url"
+        given = "set by the judge server at --judge-url"
+        return judge_url, None, given, given
     settings = Settings()
     engine_dtype, why = cpu.engine_dtype(dtype or settings.judge_dtype)
     blocks = cpu.engine_block_size(block_size or settings.vllm_block_size, cpu.has_gpu())
@@ -384,7 +384,7 @@ def _judge_server(judge_url: str | None, port: int, *, eager: bool, dtype: str |
         f"{blocks or 'default'}) on core 0 ...")
     proc = start_judge_server(port, eager, Path(os.environ.get("TMPDIR", "/tmp")) / "medix-bench-judge.log",
                               engine_dtype, blocks)
-    return f"http://127.0.0.1:{port}/v1", proc, engine_dtype
+    return f"http://127.0.0.1:{port}/v1", proc, engine_dtype, blocks or "default"
 
 
 def _stop_judge_server(proc: subprocess.Popen[bytes] | None) -> None:

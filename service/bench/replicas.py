@@ -39,7 +39,13 @@ def run_replicas(settings: Settings, judge_url: str, items: list[dict[str, Any]]
                  log: Callable[[str], None]) -> dict[str, Any]:
     """A second judge server beside the bench's, then the cold batch through the service over both, per routing,
     alternated, each run from emptied reward and prefix caches."""
-    from service.bench.main import ServiceThread, _service_under_test, start_judge_server, wait_judge
+    from service.bench.main import (
+        ServiceThread,
+        _service_under_test,
+        _stop_judge_server,
+        start_judge_server,
+        wait_judge,
+    )
 
     second_url = f"http://127.0.0.1:{port}/v1"
     log(f"replicas: starting a second judge server on port {port} ...")
@@ -60,8 +66,7 @@ def run_replicas(settings: Settings, judge_url: str, items: list[dict[str, Any]]
                 for routing, svc in services.items():
                     runs[routing].append(asyncio.run(_one_run(svc, threads[routing].url, urls, items, key)))
     finally:
-        proc.terminate()
-        proc.wait(30)
+        _stop_judge_server(proc)
     return {routing: _summary(r, urls) for routing, r in runs.items()}
 
 
@@ -97,16 +102,18 @@ def _summary(runs: list[dict[str, Any]], urls: list[str]) -> dict[str, Any]:
 def report_replicas(x: dict[str, Any], items: int, echo: Callable[[str], None], show: Callable[[Any], None]) -> None:
     from rich.table import Table
 
+    from service.bench.main import _share
+
     table = Table(title=f"the cold {items}-item batch over 2 judge replicas (medians)")
     for col in ("routing", "s", "replica", "calls", "prompt tokens", "from prefix cache"):
         table.add_column(col, justify="right")
     for routing, r in x.items():
         for i, rep in enumerate(r["replicas"]):
-            share = "n/a" if rep["hit_share"] is None else f"{rep['hit_share']:.0%}"
+            share = _share(rep["hit_share"])
             table.add_row(routing if i == 0 else "", f"{r['median_s']:.2f}" if i == 0 else "",
                           rep["url"].removesuffix("/v1").rsplit(":", 1)[-1], f"{rep['calls']:.0f}",
                           f"{rep['prompt_tokens']:.0f}", share)
     show(table)
-    shares = {k: ("n/a" if v["hit_share"] is None else f"{v['hit_share']:.0%}") for k, v in x.items()}
+    shares = {k: _share(v["hit_share"]) for k, v in x.items()}
     echo(f"replicas: prompt tokens served from the prefix caches, both replicas together: "
          f"{', '.join(f'{k} {v}' for k, v in shares.items())}")
