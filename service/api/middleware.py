@@ -9,14 +9,14 @@ import time
 import uuid
 from typing import Any
 
-from opentelemetry import trace
-from opentelemetry.trace import Span, Tracer, format_trace_id
+from opentelemetry.trace import Span, format_trace_id
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from service.api.admission import Admission, BodyBytes
 from service.api.auth import KeyRing
 from service.api.body import JSON_ELEMENTS_PER_ITEM, RELEASE_BODY_BYTES, ElementCount, is_json
 from service.api.errors import core_error_response, error_response
+from service.api.tracing import UNTRACED_ROUTES, RequestSpans
 from service.runtime import phases, tracing, usage
 from service.runtime.exceptions import Overloaded
 from service.runtime.metrics import Metrics
@@ -61,7 +61,7 @@ class RequestGuard:
                  retry_after_s: int, keys: KeyRing | None = None, metrics_key: str | None = None,
                  log_json: bool = True, body_read_timeout_s: float = 30.0,
                  max_json_elements: int | None = None, keyless_tenants: dict[str, str] | None = None,
-                 tracer: Tracer | None = None) -> None:
+                 spans: RequestSpans | None = None) -> None:
         self.app = app
         self.metrics = metrics
         self.admission = admission
@@ -75,8 +75,8 @@ class RequestGuard:
         # With keys set: the paths a request with no Authorization header at all is served on, and as which tenant
         # (slime's /rm, which cannot send a header; MEDIX_RM_TENANT). A wrong key is still a 401 there.
         self.keyless = dict(keyless_tenants or {})
-        # Tracing on: the tracer of the spans below each request's own (which the instrumentation outside makes).
-        self.tracer = tracer
+        # Tracing on: each request's span, and the tracer of its phases' spans below it.
+        self.spans = spans
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] != "http":
@@ -92,7 +92,7 @@ class RequestGuard:
         phases.request_id.set(request_id)
         status = 500
         start = time.perf_counter()
-        span, trace_id, traced = self._trace()
+        span, trace_id, traced = self._trace(scope, path)
 
         async def send_with_id(message: Message) -> None:
             nonlocal status
@@ -106,8 +106,6 @@ class RequestGuard:
                 if spent is not None:  # the judge and embedding tokens this request used
                     extra.append((b"x-medix-usage", spent.header().encode()))
                 message["headers"] = [*message["headers"], *extra]
-                if span is not None:  # before the instrumentation ends the span with the response
-                    self._annotate(span, scope, request_id, spent)
             await send(message)
 
         try:
@@ -118,8 +116,10 @@ class RequestGuard:
             self.metrics.requests.labels(route, str(status)).inc()
             self.metrics.request_duration.labels(route).observe(elapsed)
             spent = scope["state"].get("usage")
-            if traced is not None:
-                tracing.TRACER.reset(traced)
+            if span is not None:
+                tracing.TRACER.reset(traced[1])
+                RequestSpans.end(span, traced[0], scope, path if path in KNOWN_ROUTES else None, status,
+                                 self._attributes(scope, request_id, spent) if span.is_recording() else {})
             if self.log_json:
                 access_log.info("request", extra={
                     "request_id": request_id, "method": scope.get("method"), "route": route, "status": status,
@@ -128,20 +128,20 @@ class RequestGuard:
                     "usage": spent.counts() if spent is not None else None,
                 })
 
-    def _trace(self) -> tuple[Span | None, str | None, Any]:
-        """With tracing on: the request's span (made by the instrumentation around this guard), its trace id when
-        it is sampled (none otherwise: it would be found nowhere), and the token that set this request's tracer for
-        the spans below."""
-        if self.tracer is None:
+    def _trace(self, scope: Scope, path: str) -> tuple[Span | None, str | None, Any]:
+        """With tracing on: the request's span, made current; its trace id when it is sampled (none otherwise: it
+        would be found nowhere); and the tokens that undo what was set for the request (its span as the current
+        one, its tracer for the phases' spans below)."""
+        if self.spans is None or path in UNTRACED_ROUTES:
             return None, None, None
-        span = trace.get_current_span()
+        span, current = self.spans.start(scope, path if path in KNOWN_ROUTES else None)
         context = span.get_span_context()
-        trace_id = format_trace_id(context.trace_id) if context.is_valid and context.trace_flags.sampled else None
-        return span if span.is_recording() else None, trace_id, tracing.TRACER.set(self.tracer)
+        trace_id = format_trace_id(context.trace_id) if context.trace_flags.sampled else None
+        return span, trace_id, (current, tracing.TRACER.set(self.spans.tracer))
 
     @staticmethod
-    def _annotate(span: Span, scope: Scope, request_id: str, spent: usage.Usage | None) -> None:
-        """The request's span gets its id, tenant (the key's name, never the key), items and usage."""
+    def _attributes(scope: Scope, request_id: str, spent: usage.Usage | None) -> dict[str, Any]:
+        """The request's id, tenant (the key's name, never the key), items and usage, for its span."""
         attributes: dict[str, Any] = {"medix.request_id": request_id}
         tenant = spent.tenant if spent is not None else scope["state"].get("key_name")
         if tenant:
@@ -150,7 +150,7 @@ class RequestGuard:
             attributes["medix.items"] = scope["state"]["items"]
         if spent is not None:  # a count of zero is left out: each attribute costs the request its encoding
             attributes.update({f"medix.{k}": v for k, v in spent.counts().items() if v})
-        span.set_attributes(attributes)
+        return attributes
 
     async def _refuse(self, scope: Scope, receive: Receive, send: Send, status: int, type_: str, message: str,
                       param: str | None = None, retry_after: int | None = None, auth: bool = False,

@@ -18,7 +18,7 @@ from service.api.body import json_element_limit
 from service.api.errors import install_error_handlers
 from service.api.middleware import RequestGuard
 from service.api.routes import evaluation, ops, reward, slime
-from service.api.tracing import instrument
+from service.api.tracing import RequestSpans
 from service.runtime.metrics import Metrics
 from service.settings import Settings
 
@@ -46,7 +46,7 @@ def create_api(settings: Settings, metrics: Metrics, admission: Admission, keys:
                        log_json=settings.log_json, body_read_timeout_s=settings.body_read_timeout_s,
                        max_json_elements=json_element_limit(settings.max_items_per_request),
                        keyless_tenants={"/rm": settings.rm_tenant} if settings.rm_tenant else None,
-                       tracer=instrument(app, tracer_provider) if tracer_provider is not None else None)
+                       spans=RequestSpans(tracer_provider) if tracer_provider is not None else None)
     for feature in (reward, slime, evaluation, ops):
         app.include_router(feature.router)
     return app

@@ -1,28 +1,28 @@
-"""OpenTelemetry tracing of the HTTP service: the SDK's provider and exporters as the settings ask, and the app
-instrumented so that each request is a span, a child of the caller's W3C `traceparent` when it sends one, with the
-phases of its work below it (service/runtime/tracing.py).
+"""OpenTelemetry tracing of the HTTP service: the SDK's provider and exporters as the settings ask, and each request a
+span, a child of the caller's W3C `traceparent` when it sends one, with the phases of its work below it
+(service/runtime/tracing.py).
 
-Nothing here runs unless tracing is on (Settings.tracing_on): with it off no provider is made, no instrumentation is
-installed, and no global OpenTelemetry state is set. The provider is the app's own and is never made global, so that
+Nothing here runs unless tracing is on (Settings.tracing_on): with it off no provider is made, no span is started,
+and no global OpenTelemetry state is set. The provider is the app's own and is never made global, so that
 several apps in one process (the bench, the tests) each trace, or not, on their own.
 """
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING
-
-from fastapi import FastAPI
+from typing import TYPE_CHECKING, Any
 
 from service.settings import Settings
 
 if TYPE_CHECKING:
     from opentelemetry.sdk.trace import TracerProvider
     from opentelemetry.sdk.trace.export import SpanExporter
-    from opentelemetry.trace import Tracer
+    from opentelemetry.trace import Span
+    from starlette.types import Scope
 
 SERVICE_NAME = "medix-reward"
 # Probes, scrapes and the API's description: no trace each.
-UNTRACED_PATHS = "/healthz,/readyz,/metrics,/docs,/redoc,/openapi.json"
+UNTRACED_ROUTES = frozenset({"/healthz", "/readyz", "/metrics", "/docs", "/docs/oauth2-redirect", "/redoc",
+                             "/openapi.json"})
 
 
 def make_provider(settings: Settings) -> TracerProvider:
@@ -70,14 +70,56 @@ def otlp_exporter(settings: Settings) -> SpanExporter:
     return OTLPHTTPSpanExporter(endpoint=traces or (f"{base.rstrip('/')}/v1/traces" if base else None))
 
 
-def instrument(app: FastAPI, provider: TracerProvider) -> Tracer:
-    """Each request to `app` a server span (the caller's trace context its parent); gives the tracer of the spans
-    below it."""
-    from opentelemetry.instrumentation.fastapi import FastAPIInstrumentor
-    from opentelemetry.metrics import NoOpMeterProvider
+class RequestSpans:
+    """Each request's own span (kind SERVER, named by its method and route), a child of the caller's trace context as
+    the configured propagators read it (OTEL_PROPAGATORS; W3C `traceparent` and baggage by default), made current
+    while the request is served so that its phases and outgoing calls hang below it.
 
-    # No span per ASGI message (`send`, `receive`): two or three more per request that say nothing. No OpenTelemetry
-    # metrics either: the service's metrics are Prometheus's (runtime/metrics.py).
-    FastAPIInstrumentor.instrument_app(app, tracer_provider=provider, meter_provider=NoOpMeterProvider(),
-                                       excluded_urls=UNTRACED_PATHS, exclude_spans=["receive", "send"])
-    return provider.get_tracer(SERVICE_NAME)
+    Made here with the SDK's tracer rather than by OpenTelemetry's FastAPI (ASGI) instrumentation: that costs about
+    0.3 ms of CPU a request (it decodes every header for every propagator field, sets a dozen attributes through two
+    semantic-convention versions, wraps each ASGI message), as much as tracing may cost a warm 512-item batch in all
+    (docs/operations.md, "What it costs"). This span carries the stable HTTP attributes that say which request it
+    was; the medix.* ones are set by the request guard."""
+
+    def __init__(self, provider: TracerProvider) -> None:
+        from opentelemetry import propagate
+
+        self.tracer = provider.get_tracer(SERVICE_NAME)
+        self._fields = frozenset(f.encode("latin-1") for f in propagate.get_global_textmap().fields)
+
+    def start(self, scope: Scope, route: str | None) -> tuple[Span, object]:
+        """The request's span, started and made the current one; `end` it with the token. `route`: the route the
+        path is, None for a path that is none (its span is named by the method alone, not by a caller's path)."""
+        from opentelemetry import context, propagate, trace
+
+        carrier: dict[str, str] = {}
+        for key, value in scope.get("headers", ()):
+            if key in self._fields:  # a header sent twice is one comma-separated list (RFC 9110)
+                name, text = key.decode("latin-1"), value.decode("latin-1")
+                carrier[name] = f"{carrier[name]},{text}" if name in carrier else text
+        method = scope.get("method", "")
+        span = self.tracer.start_span(method if route is None else f"{method} {route}",
+                                      context=propagate.extract(carrier), kind=trace.SpanKind.SERVER)
+        return span, context.attach(trace.set_span_in_context(span))
+
+    @staticmethod
+    def end(span: Span, token: object, scope: Scope, route: str | None, status: int,
+            attributes: dict[str, Any]) -> None:
+        """The span ended with the request's HTTP attributes, the response's status (an error from 500 on, as the
+        HTTP conventions say of a server's span) and the request's own `attributes`. All are set at the end, in one
+        call: each call costs the span a lock and a check of every value."""
+        from opentelemetry import context
+        from opentelemetry.trace import Status, StatusCode
+
+        context.detach(token)  # type: ignore[arg-type]
+        if span.is_recording():
+            attributes["http.request.method"] = scope.get("method", "")
+            if route is None:
+                attributes["url.path"] = scope.get("path", "")
+            else:
+                attributes["http.route"] = route
+            attributes["http.response.status_code"] = status
+            span.set_attributes(attributes)
+            if status >= 500:
+                span.set_status(Status(StatusCode.ERROR))
+        span.end()

@@ -3,31 +3,34 @@
 from __future__ import annotations
 
 from collections.abc import Iterable
+from typing import Any
 
 import httpx
 from opentelemetry.trace import TracerProvider
 
+from clients.http import send_trace_context_async
 from service.backends.base import PermanentBackendError, TransientBackendError
 from service.runtime.exceptions import InputRejected
-from service.runtime.tracing import ChildSpansOnly
 
 
 def auth_headers(api_key: str | None) -> dict[str, str]:
     return {"Authorization": f"Bearer {api_key}"} if api_key else {}
 
 
-def traced(clients: Iterable[httpx.AsyncClient], provider: TracerProvider | None) -> None:
-    """With a provider (tracing on): each call of these clients made for a traced request is a span of its trace,
-    and the W3C trace context goes to the server, so that a judge or embeddings server that traces (vLLM with
-    --otlp-traces-endpoint) joins the request's trace. Calls made outside a request start no trace."""
+def traced(clients: Iterable[Any], provider: TracerProvider | None) -> None:
+    """With a provider (tracing on): each call these clients make inside a traced request carries the request's W3C
+    trace context (written by OpenTelemetry's propagators: the client's request hook, clients/http.py), so that a
+    judge or embeddings server that traces (vLLM with --otlp-traces-endpoint) puts its span of the call into the
+    request's trace, below the phase that made it (`judge_call`, `embed`). Calls made outside a request (probes,
+    start-up) carry none.
+
+    No span per HTTP call of the service's own: OpenTelemetry's httpx instrumentation would add one, at about 0.12 ms
+    of CPU a call (it parses the URL and copies the headers again), a third of what tracing may cost a cold batch
+    (docs/operations.md, "What it costs"); the phase's span and the server's own say what it would."""
     if provider is None:
         return
-    from opentelemetry.instrumentation.httpx import HTTPXClientInstrumentor
-    from opentelemetry.metrics import NoOpMeterProvider
-
-    for client in clients:  # spans only: the backends' metrics are Prometheus's (medix_backend_*)
-        HTTPXClientInstrumentor.instrument_client(client, tracer_provider=ChildSpansOnly(provider),
-                                                  meter_provider=NoOpMeterProvider())
+    for client in clients:  # an httpx.AsyncClient or a PooledAsyncClient: both keep their hooks in event_hooks
+        client.event_hooks["request"].append(send_trace_context_async)
 
 
 def raise_for_status(resp: httpx.Response, what: str) -> None:

@@ -71,8 +71,7 @@ class OpenAIJudge:
                               transport=transport, timeout=httpx.Timeout(timeout_s, connect=min(5.0, timeout_s)))
             for url in self._urls
         ]
-        for client in self._clients:  # each call a span of the request's trace, its context sent on
-            traced(client.clients, tracer_provider)
+        traced(self._clients, tracer_provider)  # each call inside a traced request carries its trace context
         self._turn = itertools.cycle(range(len(self._clients)))  # breaks ties between equally busy replicas
         self._down_until = [0.0] * len(self._clients)  # a replica that failed a call rests a moment
         self._in_flight = [0] * len(self._clients)

@@ -34,7 +34,7 @@ from service.runtime import tracing
 from service.runtime.cache import Cache
 from service.runtime.concurrency import gather_all, off_loop
 from service.runtime.exceptions import InputRejected, InvalidRequest
-from service.runtime.memo import Memo
+from service.runtime.memo import Memo, look_up
 from service.runtime.metrics import Metrics
 from service.runtime.phases import PhaseTimer
 from service.runtime.scheduling import ANONYMOUS, CALL_AFFINITY, FairSlots, PrefixWarmup
@@ -184,12 +184,15 @@ class RewardScorer:
         prepared, keys, pairs, texts = plan.prepared, plan.keys, plan.pairs, plan.texts
         self.metrics.items.labels(route).inc(len(prepared))
 
-        # Both run to their end even when one fails: what each finished is cached for the retry.
+        # The verdicts and the embeddings looked up together (one round trip, one phase), then both computed, each
+        # to its end even when the other fails: what each finished is cached for the retry.
+        found_verdicts, found_vectors = await look_up(
+            self.cache, [(self._verdicts, pairs, judge_model), (self._vectors, texts, embed_model)], tenant, timer)
         judged, embedded = await gather_all(
             self._verdicts.resolve(self.cache, pairs, lambda p: self._judge_or_reject(p, tenant),
-                                   model_id=judge_model, tenant=tenant, timer=timer),
+                                   model_id=judge_model, tenant=tenant, timer=timer, found=found_verdicts),
             self._vectors.resolve_batch(self.cache, texts, lambda missing: self._embed_all(missing, tenant),
-                                        model_id=embed_model, tenant=tenant, timer=timer),
+                                        model_id=embed_model, tenant=tenant, timer=timer, found=found_vectors),
         )
         verdicts, vectors = judged.values, embedded.values
 

@@ -17,7 +17,7 @@ from __future__ import annotations
 
 import hashlib
 import logging
-from collections.abc import Awaitable, Callable, Iterable, Iterator, Mapping
+from collections.abc import Awaitable, Callable, Iterable, Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from typing import Any, Generic, TypeVar
@@ -42,6 +42,31 @@ class Resolved(Generic[V]):
     computed: int = 0
 
 
+@dataclass(slots=True)
+class Found(Generic[V]):
+    """What the cache held of a request's keys."""
+    values: dict[str, V] = field(default_factory=dict)
+    own: set[str] = field(default_factory=set)  # those of them stored by this tenant's requests
+
+
+async def look_up(cache: Cache, wanted: Sequence[tuple[Memo[Any], Mapping[str, Any], str]], tenant: str,
+                  timer: PhaseTimer | None = None) -> list[Found[Any]]:
+    """What the cache holds of each (memo, keys, model id) of `wanted`, read in one round trip and one
+    `cache_lookup` phase (one span in the request's trace, with each kind's keys and hits)."""
+    assert len({memo.kind for memo, _, _ in wanted}) == len(wanted), "one look-up per kind of value"
+    # A placeholder model id is never part of a key that is read.
+    keys = {memo.kind: list(todo) if model_id != UNRESOLVED_MODEL else [] for memo, todo, model_id in wanted}
+    owner = _owner(tenant)
+    with _phase(timer, "cache_lookup") as span:
+        raw = await cache.lookup({kind: k for kind, k in keys.items() if k})
+        out = [memo._hits(keys[memo.kind], raw.get(memo.kind, ()), owner) for memo, _, _ in wanted]
+        if span is not None:  # what a traced request found cached: those cost it no backend call
+            span.set_attributes({name: n for (memo, todo, _), found in zip(wanted, out, strict=True)
+                                 for name, n in ((f"medix.{memo.kind}_keys", len(todo)),
+                                                 (f"medix.{memo.kind}_hits", len(found.values)))})
+    return out
+
+
 class Memo(Generic[V]):
     def __init__(self, kind: str, encode: Callable[[V], bytes], decode: Callable[[bytes], V], *,
                  keep: Callable[[V], bool] = lambda _: True, phase: str | None = None) -> None:
@@ -56,15 +81,18 @@ class Memo(Generic[V]):
         return len(self._running)
 
     async def resolve(self, cache: Cache, todo: Mapping[str, A], fn: Callable[[A], Awaitable[V]], *,
-                      model_id: str, tenant: str = "", timer: PhaseTimer | None = None) -> Resolved[V]:
+                      model_id: str, tenant: str = "", timer: PhaseTimer | None = None,
+                      found: Found[V] | None = None) -> Resolved[V]:
         """Every key of `todo`, from the cache or by `fn(arg)` for each missing key (shared with the tenant's
-        concurrent requests computing the same key), each stored as soon as it is computed."""
-        return await self._flow(cache, todo, model_id, tenant, timer,
+        concurrent requests computing the same key), each stored as soon as it is computed. `found`: what
+        `look_up` already read of these keys (none: they are looked up here)."""
+        return await self._flow(cache, todo, model_id, tenant, timer, found,
                                 lambda missing, store: self._compute(missing, fn, tenant, store))
 
     async def resolve_batch(self, cache: Cache, todo: Mapping[str, A],
                             fn: Callable[[dict[str, A]], Awaitable[Mapping[str, V]]], *, model_id: str,
-                            tenant: str = "", timer: PhaseTimer | None = None) -> Resolved[V]:
+                            tenant: str = "", timer: PhaseTimer | None = None,
+                            found: Found[V] | None = None) -> Resolved[V]:
         """Every key of `todo`, from the cache or by one `fn({key: arg})` of all the missing keys."""
 
         async def compute(missing: dict[str, A], store: Store[V]) -> Mapping[str, V]:
@@ -72,20 +100,16 @@ class Memo(Generic[V]):
             await store(values)
             return values
 
-        return await self._flow(cache, todo, model_id, tenant, timer, compute)
+        return await self._flow(cache, todo, model_id, tenant, timer, found, compute)
 
     async def _flow(self, cache: Cache, todo: Mapping[str, A], model_id: str, tenant: str,
-                    timer: PhaseTimer | None,
+                    timer: PhaseTimer | None, found: Found[V] | None,
                     compute: Callable[[dict[str, A], Store[V]], Awaitable[Mapping[str, V]]]) -> Resolved[V]:
+        if found is None:
+            (found,) = await look_up(cache, [(self, todo, model_id)], tenant, timer)
         cached = model_id != UNRESOLVED_MODEL  # a placeholder id is never part of a key that is read or written
-        keys = list(todo) if cached else []
         owner = _owner(tenant)
-        with _phase(timer, "cache_lookup") as span:
-            raw = (await cache.lookup({self.kind: keys}))[self.kind] if keys else []
-            found, own = self._hits(keys, raw, owner)
-            if span is not None:  # what a traced request found cached: those cost it no backend call
-                span.set_attributes({"medix.kind": self.kind, "medix.keys": len(todo), "medix.hits": len(found)})
-        missing = {k: a for k, a in todo.items() if k not in found}
+        missing = {k: a for k, a in todo.items() if k not in found.values}
 
         async def store(values: Mapping[str, V]) -> None:
             if cached:
@@ -95,23 +119,22 @@ class Memo(Generic[V]):
 
         with _phase(timer, self._phase, traced=bool(missing)):  # nothing to compute: no span
             fresh = dict(await compute(missing, store)) if missing else {}
-        return Resolved({**found, **fresh}, own, len(fresh))
+        return Resolved({**found.values, **fresh}, found.own, len(fresh))
 
-    def _hits(self, keys: Iterable[str], raw: Iterable[bytes | None], owner: bytes) -> tuple[dict[str, V], set[str]]:
+    def _hits(self, keys: Iterable[str], raw: Iterable[bytes | None], owner: bytes) -> Found[V]:
         """The decodable cache hits among `keys`, and those of them stored by `owner`."""
-        found: dict[str, V] = {}
-        own: set[str] = set()
+        found: Found[V] = Found()
         for key, value in zip(keys, raw, strict=True):
             if value is None or not value.startswith(_ENVELOPE) or len(value) < OWNER_BYTES:
                 continue
             try:
-                found[key] = self._decode(value[OWNER_BYTES:])
+                found.values[key] = self._decode(value[OWNER_BYTES:])
             except (ValueError, KeyError, TypeError) as exc:  # corrupt or out of range: recompute it
                 log.warning("a cached %s entry did not decode and is recomputed: %r", self.kind, exc)
                 continue
             if value[:OWNER_BYTES] == owner:
-                own.add(key)
-        return found, own
+                found.own.add(key)
+        return found
 
     async def _compute(self, todo: Mapping[str, Any], fn: Callable[[Any], Awaitable[V]], tenant: str,
                        store: Store[V]) -> dict[str, V]:

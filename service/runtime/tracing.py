@@ -14,7 +14,7 @@ from contextvars import ContextVar
 from typing import Any
 
 from opentelemetry import trace
-from opentelemetry.trace import Span, Status, StatusCode, Tracer, TracerProvider
+from opentelemetry.trace import Span, Status, StatusCode, Tracer
 
 # The tracer of the request the current task serves; None: not traced.
 TRACER: ContextVar[Tracer | None] = ContextVar("medix_tracer", default=None)
@@ -66,32 +66,3 @@ def annotate(**attributes: Any) -> None:
     """Attributes on the current span, when the request is traced."""
     if TRACER.get() is not None:
         trace.get_current_span().set_attributes(attributes)
-
-
-class ChildSpansOnly(TracerProvider):
-    """Spans only inside a traced request: an outgoing call made outside one (a readiness probe's, start-up's)
-    starts no trace of its own and sends no trace context."""
-
-    def __init__(self, provider: TracerProvider) -> None:
-        self._provider = provider
-
-    def get_tracer(self, *args: Any, **kwargs: Any) -> Tracer:
-        return _ChildTracer(self._provider.get_tracer(*args, **kwargs))
-
-
-class _ChildTracer(Tracer):
-    def __init__(self, tracer: Tracer) -> None:
-        self._tracer = tracer
-
-    def start_span(self, name: str, context: Any = None, *args: Any, **kwargs: Any) -> Span:
-        if not trace.get_current_span(context).get_span_context().is_valid:
-            return trace.INVALID_SPAN
-        return self._tracer.start_span(name, context, *args, **kwargs)
-
-    @contextmanager  # type: ignore[override]
-    def start_as_current_span(self, name: str, context: Any = None, *args: Any, **kwargs: Any) -> Iterator[Span]:
-        if not trace.get_current_span(context).get_span_context().is_valid:
-            yield trace.INVALID_SPAN
-            return
-        with self._tracer.start_as_current_span(name, context, *args, **kwargs) as current:
-            yield current

@@ -17,7 +17,7 @@ from fastapi import FastAPI, Request
 from fastapi.responses import JSONResponse, Response
 from opentelemetry import trace
 from opentelemetry.sdk.trace import ReadableSpan
-from opentelemetry.trace import SpanKind
+from opentelemetry.trace import SpanKind, StatusCode
 from prometheus_client.parser import text_string_to_metric_families
 
 from service.api import tracing as api_tracing
@@ -67,7 +67,8 @@ def request_span(spans: tuple[ReadableSpan, ...], path: str = "/reward") -> Read
 
 async def test_a_request_is_one_span_with_its_phases_below_it(exported, caplog):
     provider, exporter = exported
-    app = build_app(Settings(**BASE), judge=FakeJudge(), embedder=FakeEmbedder(), tracer_provider=provider)
+    settings = Settings(**BASE, rate_limit_items_per_s=1000)  # a rate limit: admission asks it, and has a span
+    app = build_app(settings, judge=FakeJudge(), embedder=FakeEmbedder(), tracer_provider=provider)
     async with client(app) as c:
         with caplog.at_level(logging.INFO, logger="medix.access"):
             r = await c.post("/reward", json={"items": [GOOD, GOOD, EXACT]}, headers=AUTH)
@@ -75,9 +76,11 @@ async def test_a_request_is_one_span_with_its_phases_below_it(exported, caplog):
         exporter.clear()
         # Served from the cache: no judge work, and the counts of zero are left off the request's span.
         assert (await c.post("/reward", json={"items": [GOOD, GOOD, EXACT]}, headers=AUTH)).status_code == 200
-        again = dict(request_span(exporter.get_finished_spans()).attributes)
+        warm = exporter.get_finished_spans()
+    again = dict(request_span(warm).attributes)
     assert again["medix.items"] == 3 and again["medix.pairs"] == 1
     assert not {"medix.judge_calls", "medix.judge_prompt_tokens", "medix.judged"} & set(again)
+    assert sorted(s.name for s in warm) == ["POST /reward", "admission", "cache_lookup", "compose", "rules"]
     assert r.status_code == 200, r.text
     top = request_span(spans)
     names = by_name(spans)
@@ -91,8 +94,10 @@ async def test_a_request_is_one_span_with_its_phases_below_it(exported, caplog):
     assert attributes["medix.tenant"] == "key1" and attributes["medix.items"] == 3
     assert attributes["medix.request_id"] == r.headers["x-request-id"]
     assert attributes["medix.judge_calls"] == 1 and attributes["medix.judge_prompt_tokens"] > 0
-    lookups = {s.attributes["medix.kind"]: dict(s.attributes) for s in names["cache_lookup"]}
-    assert lookups["judge"]["medix.keys"] == 1 and lookups["judge"]["medix.hits"] == 0
+    # One look-up of the verdicts and the embeddings together: one round trip, one span.
+    (lookup,) = names["cache_lookup"]
+    assert dict(lookup.attributes) == {"medix.judge_keys": 1, "medix.judge_hits": 0, "medix.embed_keys": 2,
+                                       "medix.embed_hits": 0}
     assert judge.attributes["medix.calls"] == 1 and judge.attributes["medix.coalesced"] == 0
     # The tenant's name, never its key, anywhere in the trace.
     everything = json.dumps([dict(s.attributes or {}) for s in spans] + [s.name for s in spans])
@@ -119,6 +124,63 @@ async def test_the_callers_trace_context_is_the_requests_parent(exported):
     names = by_name(spans)
     assert len(names["judge_call"]) == 2  # a round each
     assert r.json()["usage"]["judge_calls"] == 2
+
+
+async def test_admission_without_a_rate_limit_is_no_span_of_its_own(exported):
+    provider, exporter = exported  # it then asks nothing outside the service: its time is the request's own CPU
+    app = build_app(Settings(**BASE), judge=FakeJudge(), embedder=FakeEmbedder(), tracer_provider=provider)
+    async with client(app) as c:
+        assert (await c.post("/reward", json={"items": [GOOD]}, headers=AUTH)).status_code == 200
+    names = by_name(exporter.get_finished_spans())
+    assert "admission" not in names and {"rules", "cache_lookup", "judge", "embed", "compose"} <= set(names)
+
+
+async def test_the_request_span_says_which_http_request_it_was(exported):
+    provider, exporter = exported
+    app = build_app(Settings(**BASE), judge=FakeJudge(), embedder=FakeEmbedder(), tracer_provider=provider)
+    async with client(app) as c:
+        assert (await c.get("/healthz")).status_code == 200
+        assert (await c.get("/metrics")).status_code == 200
+        assert not exporter.get_finished_spans()  # probes and scrapes: no trace each
+        ok = await c.post("/reward", json={"items": [GOOD]}, headers=AUTH)
+        refused = await c.post("/reward", json={"items": [GOOD]})
+        lost = await c.get("/no/such/path", headers=AUTH)
+    assert (ok.status_code, refused.status_code, lost.status_code) == (200, 401, 404)
+    servers = [s for s in exporter.get_finished_spans() if s.kind == SpanKind.SERVER]
+    assert [s.name for s in servers] == ["POST /reward", "POST /reward", "GET"]  # a non-route by its method alone
+    first, second, third = (dict(s.attributes) for s in servers)
+    assert {k: v for k, v in first.items() if not k.startswith("medix.")} \
+        == {"http.request.method": "POST", "http.route": "/reward", "http.response.status_code": 200}
+    assert second["http.response.status_code"] == 401 and "medix.tenant" not in second
+    assert third["url.path"] == "/no/such/path" and "http.route" not in third
+    assert third["http.response.status_code"] == 404
+    assert all(s.status.status_code == StatusCode.UNSET for s in servers)  # a 4xx is the caller's, not an error
+
+
+async def test_a_failed_request_is_an_error_span_and_its_context_is_undone(exported):
+    provider, exporter = exported
+    app = build_app(Settings(**BASE), judge=FakeJudge(fail=True), embedder=FakeEmbedder(), tracer_provider=provider)
+    async with client(app) as c:
+        r = await c.post("/reward", json={"items": [GOOD]}, headers=AUTH)
+    assert r.status_code >= 500
+    top = request_span(exporter.get_finished_spans())
+    assert top.attributes["http.response.status_code"] == r.status_code
+    assert top.status.status_code == StatusCode.ERROR
+    assert not trace.get_current_span().get_span_context().is_valid and tracing.TRACER.get() is None
+
+
+async def test_an_unsampled_callers_context_is_kept_and_passed_on_unsampled(exported, served):
+    provider, exporter = exported
+    server = OpenAIServer('{"prompt_tokens": 120, "completion_tokens": 1}')
+    with served(server.app, ready_path="/v1/models") as url:
+        async with client(build_app(server_settings(url), tracer_provider=provider)) as c:
+            r = await c.post("/reward", json={"items": [GOOD]},
+                             headers={**AUTH, "traceparent": f"00-{CALLER_TRACE}-{CALLER_SPAN}-00"})
+    assert r.status_code == 200, r.text
+    assert not exporter.get_finished_spans() and "x-trace-id" not in r.headers  # the caller chose not to trace
+    (headers,) = server.seen("POST /v1/chat/completions")
+    version, trace_id, _, flags = headers["traceparent"].split("-")
+    assert (version, trace_id, flags) == ("00", CALLER_TRACE, "00")  # nor will the judge server
 
 
 async def test_shared_and_cached_verdicts_show_as_such_and_cost_only_the_request_that_called(exported):
@@ -156,8 +218,8 @@ async def test_shared_and_cached_verdicts_show_as_such_and_cost_only_the_request
     assert third not in judges  # nothing left to compute: no judge phase, no call made, none joined
     names = by_name(exporter.get_finished_spans())
     assert [s.context.trace_id for s in names["judge_call"]] == [traces[0]]
-    (hit,) = [s for s in names["cache_lookup"] if s.context.trace_id == third and s.attributes["medix.kind"] == "judge"]
-    assert hit.attributes["medix.hits"] == 1
+    (hit,) = [s for s in names["cache_lookup"] if s.context.trace_id == third]
+    assert hit.attributes["medix.judge_hits"] == 1
     s = samples(metrics)
     prompt = s[("medix_judge_tokens_total", (("kind", "prompt"), ("route", "/reward"), ("tenant", "key1")))]
     assert prompt == ua["judge_prompt_tokens"]  # counted once, for the request that called
@@ -203,7 +265,6 @@ async def test_with_tracing_off_nothing_is_traced_and_no_provider_is_set(monkeyp
     assert r.status_code == 200 and "x-trace-id" not in r.headers
     assert r.json()["usage"]["judge_calls"] == 1  # usage is counted whether traced or not
     assert seen == [(None, trace.INVALID_SPAN)]  # no tracer, no span, not even the caller's context
-    assert not getattr(app, "_is_instrumented_by_opentelemetry", False)
     assert trace.get_tracer_provider() is before and type(before).__name__ == "ProxyTracerProvider"
 
 
@@ -302,13 +363,13 @@ async def test_the_trace_context_goes_on_to_the_judge_and_the_embedder(exported,
     assert r.status_code == 200, r.text
     spans = exporter.get_finished_spans()
     names = by_name(spans)
-    outgoing = {s.context.span_id: s for s in spans if s.kind == SpanKind.CLIENT}
     for route, under in (("POST /v1/chat/completions", "judge_call"), ("POST /v1/embeddings", "embed")):
         (headers,) = server.seen(route)
         version, trace_id, parent, flags = headers["traceparent"].split("-")
         assert (version, trace_id, flags) == ("00", CALLER_TRACE, "01")
-        sent_by = outgoing[int(parent, 16)]  # the call's own span, a child of the phase that made it
-        assert parent_of(sent_by) in {s.context.span_id for s in names[under]}
+        (made_by,) = names[under]  # the server's span of the call goes below the phase that made it
+        assert int(parent, 16) == made_by.context.span_id
+    assert not [s for s in spans if s.kind == SpanKind.CLIENT]  # no span per HTTP call of the service's own
     # The readiness probe's calls start no trace and carry no context.
     assert server.seen("GET /v1/models") and all("traceparent" not in h for h in server.seen("GET /v1/models"))
     assert all(s.context.trace_id == int(CALLER_TRACE, 16) for s in spans)

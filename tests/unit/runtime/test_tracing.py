@@ -48,16 +48,3 @@ def test_an_error_is_recorded_by_its_type_alone(exported):
     (span,) = exporter.get_finished_spans()
     assert span.status.status_code == StatusCode.ERROR and span.status.description == "ValueError"
     assert not span.events  # no exception event with the message
-
-
-def test_child_spans_only_start_nothing_outside_a_trace(exported):
-    provider, exporter = exported
-    tracer = tracing.ChildSpansOnly(provider).get_tracer("httpx")
-    with tracer.start_as_current_span("GET") as orphan:
-        assert not orphan.get_span_context().is_valid
-    assert not tracer.start_span("GET").get_span_context().is_valid
-    with provider.get_tracer("t").start_as_current_span("request") as parent:
-        with tracer.start_as_current_span("POST") as child:
-            assert child.get_span_context().trace_id == parent.get_span_context().trace_id
-    assert [s.name for s in exporter.get_finished_spans()] == ["POST", "request"]
-
