@@ -117,9 +117,10 @@ class RequestGuard:
             self.metrics.request_duration.labels(route).observe(elapsed)
             spent = scope["state"].get("usage")
             if span is not None:
-                tracing.TRACER.reset(traced[1])
-                RequestSpans.end(span, traced[0], scope, path if path in KNOWN_ROUTES else None, status,
-                                 self._attributes(scope, request_id, spent) if span.is_recording() else {})
+                tracing.TRACED.reset(traced[1])
+                RequestSpans.end(span, traced[0], scope, None if route == "other" else route, status,
+                                 {**self._attributes(scope, request_id, spent), **traced[2].attributes}
+                                 if span.is_recording() else {})
             if self.log_json:
                 access_log.info("request", extra={
                     "request_id": request_id, "method": scope.get("method"), "route": route, "status": status,
@@ -131,13 +132,14 @@ class RequestGuard:
     def _trace(self, scope: Scope, path: str) -> tuple[Span | None, str | None, Any]:
         """With tracing on: the request's span, made current; its trace id when it is sampled (none otherwise: it
         would be found nowhere); and the tokens that undo what was set for the request (its span as the current
-        one, its tracer for the phases' spans below)."""
+        one, the traced request for the layers below), and that request."""
         if self.spans is None or path in UNTRACED_ROUTES:
             return None, None, None
         span, current = self.spans.start(scope, path if path in KNOWN_ROUTES else None)
         context = span.get_span_context()
         trace_id = format_trace_id(context.trace_id) if context.trace_flags.sampled else None
-        return span, trace_id, (current, tracing.TRACER.set(self.spans.tracer))
+        request = tracing.Traced(self.spans.tracer)
+        return span, trace_id, (current, tracing.TRACED.set(request), request)
 
     @staticmethod
     def _attributes(scope: Scope, request_id: str, spent: usage.Usage | None) -> dict[str, Any]:

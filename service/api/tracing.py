@@ -99,7 +99,8 @@ class RequestSpans:
                 carrier[name] = f"{carrier[name]},{text}" if name in carrier else text
         method = scope.get("method", "")
         span = self.tracer.start_span(method if route is None else f"{method} {route}",
-                                      context=propagate.extract(carrier), kind=trace.SpanKind.SERVER)
+                                      context=propagate.extract(carrier) if carrier else None,
+                                      kind=trace.SpanKind.SERVER)
         return span, context.attach(trace.set_span_in_context(span))
 
     @staticmethod

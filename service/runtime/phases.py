@@ -23,12 +23,17 @@ T = TypeVar("T")
 request_id: contextvars.ContextVar[str | None] = contextvars.ContextVar("medix_request_id", default=None)
 log = logging.getLogger("medix.trace")
 # Phases under which nothing is traced: their spans need not be the current one (runtime/tracing.py, `leaf`).
-LEAVES = frozenset({"rules", "cache_lookup", "compose"})
+LEAVES = frozenset({"cache_lookup"})
+# The service's own CPU work between its waits: timed, and on the request's span as `medix.<phase>_ms`, but no span
+# each. A span costs the request about 0.1 ms of CPU (the SDK's, measured in `medix-reward bench --modes tracing`):
+# these two would put a traced warm batch over its 2% (docs/operations.md, "What it costs").
+CPU_PHASES = frozenset({"rules", "compose"})
 
 
 def phase_span(name: str, traced: bool = True) -> AbstractContextManager[Span | None]:
-    """The span of phase `name` in the request's trace (none when `traced` is false: a phase with nothing to do)."""
-    return tracing.span(name, leaf=name in LEAVES) if traced else nullcontext()
+    """The span of phase `name` in the request's trace (none when `traced` is false: a phase with nothing to do;
+    none for a CPU phase)."""
+    return tracing.span(name, leaf=name in LEAVES) if traced and name not in CPU_PHASES else nullcontext()
 
 
 class PhaseTimer:
@@ -54,7 +59,10 @@ class PhaseTimer:
 
     def trace(self, route: str, **counts: Any) -> None:
         if tracing.traced():  # the same counts on the request's span (its tenant and items are set by the guard)
-            tracing.annotate(**{f"medix.{k}": v for k, v in counts.items() if v and k not in ("tenant", "items")})
+            tracing.describe_request(**{f"medix.{k}": v for k, v in counts.items()
+                                        if v and k not in ("tenant", "items")},
+                                     **{f"medix.{p}_ms": round(s * 1000, 3) for p, s in self.seconds.items()
+                                        if p in CPU_PHASES})
         if log.isEnabledFor(logging.DEBUG):
             log.debug("trace %s %s total=%.1fms %s", route, request_id.get() or "-",
                       (time.perf_counter() - self._start) * 1000,
