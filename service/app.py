@@ -120,7 +120,8 @@ async def init_app_state(state: Any, settings: Settings, metrics: Metrics, closi
     def slot_waited(tenant: str, seconds: float) -> None:
         metrics.tenant_queue_wait.labels(tenant).observe(seconds)
         metrics.phase_duration.labels("judge_queue").observe(seconds)
-        tracing.span_since("judge_queue", seconds)
+        if seconds > 0:  # a span for a wait that happened: a slot taken at once has nothing to show
+            tracing.span_since("judge_queue", seconds)
 
     judge_slots = FairSlots(settings.judge_concurrency, weights=key_weights(settings), on_wait=slot_waited,
                             on_depth=lambda tenant, depth: metrics.tenant_queue_depth.labels(tenant).set(depth))

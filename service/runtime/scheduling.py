@@ -101,10 +101,12 @@ class FairSlots:
         if (self._in_use < self.capacity and not self.waiting()) or (
                 self._in_use < self.max_in_flight and self._below_share(tenant)):
             self._in_use += 1
+            waited = 0.0  # taken at once
         else:
             await self._wait(tenant)
+            waited = time.perf_counter() - start
         if self._on_wait is not None:
-            self._on_wait(tenant, time.perf_counter() - start)
+            self._on_wait(tenant, waited)
         held = self._holding.get(tenant, 0)
         priority = int(held / self.weight(tenant))
         self._holding[tenant] = held + 1

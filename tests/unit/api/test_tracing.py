@@ -90,7 +90,7 @@ async def test_a_request_is_one_span_with_its_phases_below_it(exported, caplog):
     assert top.attributes["medix.rules_ms"] >= 0 and top.attributes["medix.compose_ms"] >= 0
     assert "rules" not in names and "compose" not in names
     (judge,) = names["judge"]
-    assert {parent_of(s) for s in names["judge_queue"] + names["judge_call"]} == {judge.context.span_id}
+    assert {parent_of(s) for s in names.get("judge_queue", []) + names["judge_call"]} == {judge.context.span_id}
     assert len(names["judge_call"]) == 1  # two items, one distinct pair; the exact answer needs no judge
     assert {s.context.trace_id for s in spans} == {top.context.trace_id}
     attributes = dict(top.attributes)
@@ -136,6 +136,28 @@ async def test_admission_without_a_rate_limit_is_no_span_of_its_own(exported):
         assert (await c.post("/reward", json={"items": [GOOD]}, headers=AUTH)).status_code == 200
     names = by_name(exporter.get_finished_spans())
     assert "admission" not in names and {"cache_lookup", "judge", "embed"} <= set(names)
+
+
+async def test_a_judge_call_that_queued_for_its_slot_shows_the_wait(exported):
+    provider, exporter = exported
+    others = [{"response": f"<X_RAY><thinking>t</thinking><answer>{a}</answer>", "ground_truth": "<X_RAY>Edema"}
+              for a in ("fracture", "effusion")]
+
+    class Slow(FakeJudge):  # each call holds its slot a moment
+        async def complete(self, *a, **k):
+            await asyncio.sleep(0.02)
+            return await super().complete(*a, **k)
+
+    app = build_app(Settings(**{**BASE, "judge_concurrency": 1}), judge=Slow(), embedder=FakeEmbedder(),
+                    tracer_provider=provider)
+    async with client(app) as c:
+        assert (await c.post("/reward", json={"items": [GOOD, *others]}, headers=AUTH)).status_code == 200
+    names = by_name(exporter.get_finished_spans())
+    # One slot, three calls: the first (the prompt's warm-up, alone) and the next took it at once, with no wait to
+    # show; the third waited for it.
+    assert len(names["judge_call"]) == 3 and len(names["judge_queue"]) == 1
+    (queued,) = names["judge_queue"]
+    assert queued.end_time > queued.start_time and parent_of(queued) == names["judge"][0].context.span_id
 
 
 async def test_the_request_span_says_which_http_request_it_was(exported):

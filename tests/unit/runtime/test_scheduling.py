@@ -82,10 +82,13 @@ async def test_cancelled_waiters_give_their_turn_away_and_no_slot_leaks():
 
 async def test_wait_and_depth_are_reported_per_tenant():
     waits, depths = [], []
-    slots = FairSlots(1, on_wait=lambda t, s: waits.append(t), on_depth=lambda t, d: depths.append((t, d)))
+    slots = FairSlots(1, on_wait=lambda t, s: waits.append((t, s)), on_depth=lambda t, d: depths.append((t, d)))
     order: list[str] = []
     await asyncio.gather(run_calls(slots, "a", 3, order), run_calls(slots, "b", 3, order))
-    assert sorted(waits) == ["a"] * 3 + ["b"] * 3 and max(d for _, d in depths) >= 1 and depths[-1][1] == 0
+    assert sorted(t for t, _ in waits) == ["a"] * 3 + ["b"] * 3 and max(d for _, d in depths) >= 1
+    assert depths[-1][1] == 0
+    # The first call took the free slot at once: a wait of exactly 0; every other one queued behind it.
+    assert waits[0][1] == 0.0 and all(s > 0 for _, s in waits[1:])
 
 
 # -- the priority a call carries into the engine -----------------------------------------------------------------
