@@ -849,8 +849,8 @@ def _report_tracing(x: dict[str, Any], items: int, echo: Callable[[str], None], 
     from rich.table import Table
 
     table = Table(title=f"tracing off and on, {items}-item batch (medians; runs alternated)")
-    for col in ("run", "runs each", "off s", "on s (with export)", "on / off", "second copy off / off (noise)",
-                "spans per request", "export ms per request"):
+    for col in ("run", "runs each", "off s", "on s (with export)", "on / off", "noise: 2nd off / off",
+                "spans a request", "export ms a request"):
         table.add_column(col, justify="right")
     for run in ("cold", "warm"):
         y = x[run]
