@@ -208,6 +208,25 @@ async def test_an_unsampled_callers_context_is_kept_and_passed_on_unsampled(expo
     assert (version, trace_id, flags) == ("00", CALLER_TRACE, "00")  # nor will the judge server
 
 
+@pytest.mark.parametrize("headers", [
+    [("traceparent", "00-not-a-trace-01")],
+    [("traceparent", "ff-" + CALLER_TRACE + "-" + CALLER_SPAN + "-01")],
+    [("traceparent", "00-" + "0" * 32 + "-" + CALLER_SPAN + "-01")],
+    [("traceparent", "x" * 20_000)],
+    [("traceparent", TRACEPARENT), ("traceparent", TRACEPARENT)],
+    [("tracestate", "k=" + "v" * 5_000), ("baggage", b"\xff\xfe=%%")],
+])
+async def test_a_malformed_trace_context_starts_a_trace_of_its_own(exported, headers):
+    provider, exporter = exported
+    app = build_app(Settings(**BASE), judge=FakeJudge(), embedder=FakeEmbedder(), tracer_provider=provider)
+    async with client(app) as c:
+        r = await c.post("/reward", json={"items": [EXACT]}, headers=httpx.Headers([*AUTH.items(), *headers]))
+    assert r.status_code == 200, r.text
+    top = request_span(exporter.get_finished_spans())
+    assert format(top.context.trace_id, "032x") == r.headers["x-trace-id"] != CALLER_TRACE
+    assert top.parent is None
+
+
 async def test_shared_and_cached_verdicts_show_as_such_and_cost_only_the_request_that_called(exported):
     provider, exporter = exported
     started, go = asyncio.Event(), asyncio.Event()
