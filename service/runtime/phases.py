@@ -58,9 +58,10 @@ class PhaseTimer:
             self.record(name, time.perf_counter() - start)
 
     def trace(self, route: str, **counts: Any) -> None:
-        if tracing.traced():  # the same counts on the request's span (its tenant and items are set by the guard)
+        if tracing.traced():  # the counts on the request's span, but those it has (tenant, items: set by the guard)
+            # or its cache_lookup span has (its keys: pairs, texts)
             tracing.describe_request(**{f"medix.{k}": v for k, v in counts.items()
-                                        if v and k not in ("tenant", "items")},
+                                        if v and k not in ("tenant", "items", "pairs", "texts")},
                                      **{f"medix.{p}_ms": round(s * 1000, 3) for p, s in self.seconds.items()
                                         if p in CPU_PHASES})
         if log.isEnabledFor(logging.DEBUG):
