@@ -9,7 +9,6 @@ import time
 import uuid
 from typing import Any
 
-from opentelemetry.trace import Span, format_trace_id
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from service.api.admission import Admission, BodyBytes
@@ -17,7 +16,7 @@ from service.api.auth import KeyRing
 from service.api.body import JSON_ELEMENTS_PER_ITEM, RELEASE_BODY_BYTES, ElementCount, is_json
 from service.api.errors import core_error_response, error_response
 from service.api.tracing import UNTRACED_ROUTES, RequestSpans
-from service.runtime import phases, tracing, usage
+from service.runtime import phases, usage
 from service.runtime.exceptions import Overloaded
 from service.runtime.metrics import Metrics
 from service.runtime.scheduling import ANONYMOUS
@@ -92,7 +91,9 @@ class RequestGuard:
         phases.request_id.set(request_id)
         status = 500
         start = time.perf_counter()
-        span, trace_id, traced = self._trace(scope, path)
+        traced = self.spans.start(scope, None if route == "other" else route) \
+            if self.spans is not None and path not in UNTRACED_ROUTES else None
+        trace_id = traced.trace_id if traced is not None else None
 
         async def send_with_id(message: Message) -> None:
             nonlocal status
@@ -116,11 +117,8 @@ class RequestGuard:
             self.metrics.requests.labels(route, str(status)).inc()
             self.metrics.request_duration.labels(route).observe(elapsed)
             spent = scope["state"].get("usage")
-            if span is not None:
-                tracing.TRACED.reset(traced[1])
-                RequestSpans.end(span, traced[0], scope, None if route == "other" else route, status,
-                                 {**self._attributes(scope, request_id, spent), **traced[2].attributes}
-                                 if span.is_recording() else {})
+            if traced is not None:
+                traced.end(status, lambda: self._attributes(scope, request_id, spent))
             if self.log_json:
                 access_log.info("request", extra={
                     "request_id": request_id, "method": scope.get("method"), "route": route, "status": status,
@@ -128,18 +126,6 @@ class RequestGuard:
                     "items": scope["state"].get("items"), "trace_id": trace_id,
                     "usage": spent.counts() if spent is not None else None,
                 })
-
-    def _trace(self, scope: Scope, path: str) -> tuple[Span | None, str | None, Any]:
-        """With tracing on: the request's span, made current; its trace id when it is sampled (none otherwise: it
-        would be found nowhere); and the tokens that undo what was set for the request (its span as the current
-        one, the traced request for the layers below), and that request."""
-        if self.spans is None or path in UNTRACED_ROUTES:
-            return None, None, None
-        span, current = self.spans.start(scope, path if path in KNOWN_ROUTES else None)
-        context = span.get_span_context()
-        trace_id = format_trace_id(context.trace_id) if context.trace_flags.sampled else None
-        request = tracing.Traced(self.spans.tracer)
-        return span, trace_id, (current, tracing.TRACED.set(request), request)
 
     @staticmethod
     def _attributes(scope: Scope, request_id: str, spent: usage.Usage | None) -> dict[str, Any]:

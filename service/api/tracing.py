@@ -9,8 +9,12 @@ several apps in one process (the bench, the tests) each trace, or not, on their 
 
 from __future__ import annotations
 
+from collections.abc import Callable
+from contextvars import Token
+from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
+from service.runtime import tracing
 from service.settings import Settings
 
 if TYPE_CHECKING:
@@ -87,9 +91,10 @@ class RequestSpans:
         self.tracer = provider.get_tracer(SERVICE_NAME)
         self._fields = frozenset(f.encode("latin-1") for f in propagate.get_global_textmap().fields)
 
-    def start(self, scope: Scope, route: str | None) -> tuple[Span, object]:
-        """The request's span, started and made the current one; `end` it with the token. `route`: the route the
-        path is, None for a path that is none (its span is named by the method alone, not by a caller's path)."""
+    def start(self, scope: Scope, route: str | None) -> RequestTrace:
+        """The request's trace: its span, started and made the current one, and the traced request the layers below
+        see (runtime/tracing.py). `route`: the route the path is, None for a path that is none (its span is named by
+        the method alone, not by a caller's path)."""
         from opentelemetry import context, propagate, trace
 
         carrier: dict[str, str] = {}
@@ -101,26 +106,45 @@ class RequestSpans:
         span = self.tracer.start_span(method if route is None else f"{method} {route}",
                                       context=propagate.extract(carrier) if carrier else None,
                                       kind=trace.SpanKind.SERVER)
-        return span, context.attach(trace.set_span_in_context(span))
+        attributes: dict[str, Any] = {"http.request.method": method}
+        if route is None:
+            attributes["url.path"] = scope.get("path", "")
+        else:
+            attributes["http.route"] = route
+        request = tracing.Traced(self.tracer, attributes)
+        return RequestTrace(span, request, context.attach(trace.set_span_in_context(span)),
+                            tracing.TRACED.set(request))
 
-    @staticmethod
-    def end(span: Span, token: object, scope: Scope, route: str | None, status: int,
-            attributes: dict[str, Any]) -> None:
-        """The span ended with the request's HTTP attributes, the response's status (an error from 500 on, as the
-        HTTP conventions say of a server's span) and the request's own `attributes`. All are set at the end, in one
-        call: each call costs the span a lock and a check of every value."""
+
+@dataclass(slots=True)
+class RequestTrace:
+    """One request's trace while it is served."""
+
+    span: Span
+    request: tracing.Traced  # what the layers below say of the request goes to its span when it ends
+    _current: object  # the tokens that undo what `start` set
+    _traced: Token[tracing.Traced | None]
+
+    @property
+    def trace_id(self) -> str | None:
+        """Where to find the request in a trace viewer; None when it is not sampled (it would be found nowhere)."""
+        from opentelemetry.trace import format_trace_id
+
+        context = self.span.get_span_context()
+        return format_trace_id(context.trace_id) if context.trace_flags.sampled else None
+
+    def end(self, status: int, attributes: Callable[[], dict[str, Any]]) -> None:
+        """The span ended with the response's status (an error from 500 on, as the HTTP conventions say of a server's
+        span), the request's HTTP attributes, what the layers below said of it and `attributes()`. All are set at the
+        end, in one call: each call costs the span a lock and a check of every value."""
         from opentelemetry import context
         from opentelemetry.trace import Status, StatusCode
 
-        context.detach(token)  # type: ignore[arg-type]
-        if span.is_recording():
-            attributes["http.request.method"] = scope.get("method", "")
-            if route is None:
-                attributes["url.path"] = scope.get("path", "")
-            else:
-                attributes["http.route"] = route
-            attributes["http.response.status_code"] = status
-            span.set_attributes(attributes)
+        tracing.TRACED.reset(self._traced)
+        context.detach(self._current)  # type: ignore[arg-type]
+        if self.span.is_recording():
+            self.span.set_attributes({**self.request.attributes, **attributes(),
+                                      "http.response.status_code": status})
             if status >= 500:
-                span.set_status(Status(StatusCode.ERROR))
-        span.end()
+                self.span.set_status(Status(StatusCode.ERROR))
+        self.span.end()
