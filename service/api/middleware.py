@@ -15,7 +15,7 @@ from service.api.admission import Admission, BodyBytes
 from service.api.auth import KeyRing
 from service.api.body import JSON_ELEMENTS_PER_ITEM, RELEASE_BODY_BYTES, ElementCount, is_json
 from service.api.errors import core_error_response, error_response
-from service.api.tracing import UNTRACED_ROUTES, RequestSpans
+from service.api.tracing import RequestSpans
 from service.runtime import phases, usage
 from service.runtime.exceptions import Overloaded
 from service.runtime.metrics import Metrics
@@ -26,6 +26,8 @@ KNOWN_ROUTES = SCORING_ROUTES | {"/healthz", "/readyz", "/metrics", "/docs", "/o
 # Open with API keys set: the health probes, and the API's own description (the schema of a public API, no
 # tenant data; Swagger UI fetches it without a key). /metrics has its own key. Every other path needs a key.
 OPEN_ROUTES = frozenset({"/healthz", "/readyz", "/docs", "/docs/oauth2-redirect", "/redoc", "/openapi.json"})
+# Probes, scrapes and the API's description: no trace each.
+UNTRACED_ROUTES = OPEN_ROUTES | {"/metrics"}
 _REQUEST_ID = re.compile(r"^[A-Za-z0-9._:-]{1,128}$")
 
 access_log = logging.getLogger("medix.access")

@@ -24,9 +24,6 @@ if TYPE_CHECKING:
     from starlette.types import Scope
 
 SERVICE_NAME = "medix-reward"
-# Probes, scrapes and the API's description: no trace each.
-UNTRACED_ROUTES = frozenset({"/healthz", "/readyz", "/metrics", "/docs", "/docs/oauth2-redirect", "/redoc",
-                             "/openapi.json"})
 
 
 def make_provider(settings: Settings) -> TracerProvider:
