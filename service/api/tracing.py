@@ -14,6 +14,10 @@ from contextvars import Token
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
+# The API only (already imported by the layers below); the SDK is imported when a provider is made.
+from opentelemetry import context, propagate, trace
+from opentelemetry.trace import Status, StatusCode, format_trace_id
+
 from service.runtime import tracing
 from service.settings import Settings
 
@@ -83,8 +87,6 @@ class RequestSpans:
     was; the medix.* ones are set by the request guard."""
 
     def __init__(self, provider: TracerProvider) -> None:
-        from opentelemetry import propagate
-
         self.tracer = provider.get_tracer(SERVICE_NAME)
         self._fields = frozenset(f.encode("latin-1") for f in propagate.get_global_textmap().fields)
 
@@ -92,8 +94,6 @@ class RequestSpans:
         """The request's trace: its span, started and made the current one, and the traced request the layers below
         see (runtime/tracing.py). `route`: the route the path is, None for a path that is none (its span is named by
         the method alone, not by a caller's path)."""
-        from opentelemetry import context, propagate, trace
-
         carrier: dict[str, str] = {}
         for key, value in scope.get("headers", ()):
             if key in self._fields:  # a header sent twice is one comma-separated list (RFC 9110)
@@ -125,18 +125,13 @@ class RequestTrace:
     @property
     def trace_id(self) -> str | None:
         """Where to find the request in a trace viewer; None when it is not sampled (it would be found nowhere)."""
-        from opentelemetry.trace import format_trace_id
-
-        context = self.span.get_span_context()
-        return format_trace_id(context.trace_id) if context.trace_flags.sampled else None
+        span_context = self.span.get_span_context()
+        return format_trace_id(span_context.trace_id) if span_context.trace_flags.sampled else None
 
     def end(self, status: int, attributes: Callable[[], dict[str, Any]]) -> None:
         """The span ended with the response's status (an error from 500 on, as the HTTP conventions say of a server's
         span), the request's HTTP attributes, what the layers below said of it and `attributes()`. All are set at the
         end, in one call: each call costs the span a lock and a check of every value."""
-        from opentelemetry import context
-        from opentelemetry.trace import Status, StatusCode
-
         tracing.TRACED.reset(self._traced)
         context.detach(self._current)  # type: ignore[arg-type]
         if self.span.is_recording():
