@@ -815,8 +815,8 @@ def _run_tracing(settings: Settings, judge_url: str, items: list[dict[str, Any]]
         urls = {name: stack.enter_context(ServiceThread(svc.app, port + i)).url for i, (name, svc)
                 in enumerate(services.items())}
         fresh = {name: load.Fresh(judge_url, svc.app.state.scorer.cache.store.clear) for name, svc in services.items()}
+        names = list(services)
         for run, repeats in (("cold", cold_repeats), ("warm", warm_repeats)):
-            names = ["off", "on", "control"]
             by: dict[str, list[float]] = {name: [] for name in names}
             spans, encoding = exporter.spans, exporter.seconds
             for i in range(repeats):
@@ -831,9 +831,9 @@ def _run_tracing(settings: Settings, judge_url: str, items: list[dict[str, Any]]
             by["on"] = [s + flushed for s in by["on"]]
             off_s, on_s = statistics.median(by["off"]), statistics.median(by["on"])
             out[run] = {"off_s": by["off"], "on_s": by["on"], "off_median_s": off_s, "on_median_s": on_s,
-                        "ratio": on_s / off_s, "spans_per_request": (exporter.spans - spans) / repeats,
+                        "ratio": on_s / off_s, "control_ratio": statistics.median(by["control"]) / off_s,
+                        "spans_per_request": (exporter.spans - spans) / repeats,
                         "export_ms": 1000 * (exporter.seconds - encoding) / repeats}
-            out[run]["control_ratio"] = statistics.median(by["control"]) / off_s
     provider.shutdown()
     return out
 
@@ -854,9 +854,9 @@ def _report_tracing(x: dict[str, Any], items: int, echo: Callable[[str], None], 
         table.add_column(col, justify="right")
     for run in ("cold", "warm"):
         y = x[run]
-        noise = f"{y['control_ratio']:.3f}" if "control_ratio" in y else "-"
         table.add_row(run, str(len(y["off_s"])), f"{y['off_median_s']:.4f}", f"{y['on_median_s']:.4f}",
-                      f"{y['ratio']:.3f}", noise, f"{y['spans_per_request']:.0f}", f"{y.get('export_ms', 0.0):.2f}")
+                      f"{y['ratio']:.3f}", f"{y['control_ratio']:.3f}", f"{y['spans_per_request']:.0f}",
+                      f"{y['export_ms']:.2f}")
     show(table)
     worst = max(x["cold"]["ratio"], x["warm"]["ratio"])
     echo(f"tracing costs the cold batch {x['cold']['ratio'] - 1:+.1%} and the warm batch {x['warm']['ratio'] - 1:+.1%} "
